@@ -1,0 +1,22 @@
+"""multinode: turn freshly rented machines into a ready training cluster.
+
+``fab -H PUBLIC:PRIVATE,... hostkeys detect-user`` from this directory, or
+the ``multinode`` console script anywhere.
+"""
+
+from . import compat  # noqa: F401  (before anything imports patchwork)
+from invoke import Collection
+
+from . import hostkeys, sandbox, users
+from .config import DEFAULTS
+from .executor import ClusterExecutor
+from .inventory import BadInput, Node, parse_hosts
+from .session import Outcome, Session, session_of
+
+__all__ = ["ClusterExecutor", "BadInput", "Node", "Outcome", "Session", "parse_hosts", "session_of", "ns"]
+
+ns = Collection()
+ns.add_task(hostkeys.hostkeys)
+ns.add_task(users.detect_user)
+ns.add_collection(sandbox.ns)
+ns.configure({"multinode": DEFAULTS})

@@ -1,0 +1,124 @@
+"""SSH connections to nodes, with host keys checked against known_hosts.
+
+Fabric's Connection accepts any host key (paramiko's AutoAddPolicy, no
+known_hosts loaded). Here every login checks the key strictly against
+``~/.ssh/known_hosts``: an unknown or changed key refuses the node. Only
+`fetch_host_key`, used by the hostkeys task, reads a key without checking it,
+and it never authenticates.
+"""
+
+import socket
+
+import paramiko
+from fabric import Connection
+from invoke.exceptions import UnexpectedExit
+
+HINT = "if the machine was reinstalled, run `fab hostkeys` to record its new key"
+
+
+class NodeError(Exception):
+    """A node-level failure with a message meant for the user."""
+
+
+class UnknownHostKey(paramiko.SSHException):
+    pass
+
+
+def fingerprint(key):
+    """A key as ``ssh-keygen -lf`` shows it: ``256 SHA256:... (ED25519)``."""
+    return f"{key.get_bits()} {key.fingerprint} ({key.algorithm_name})"
+
+
+class RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(
+            f"host key of {hostname} is not in {self.known_hosts} (it offers {fingerprint(key)}); "
+            "run `fab hostkeys` first"
+        )
+
+
+def tcp_connect(node, timeout):
+    """An open TCP socket to the node's sshd, with Nagle off (fewer stalls)."""
+    try:
+        sock = socket.create_connection((node.public, node.port), timeout=timeout)
+    except TimeoutError:
+        raise NodeError(f"timed out after {timeout}s connecting to {node.address}") from None
+    except ConnectionRefusedError:
+        raise NodeError(f"connection refused by {node.address} (is sshd running?)") from None
+    except OSError as exc:
+        raise NodeError(f"cannot reach {node.address}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def fetch_host_key(node, timeout):
+    """The node's current host key, read before any authentication."""
+    sock = tcp_connect(node, timeout)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = timeout
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError) as exc:
+        raise NodeError(f"no SSH handshake with {node.address}: {exc or type(exc).__name__}") from None
+    finally:
+        transport.close()
+
+
+class AuthFailed(NodeError):
+    pass
+
+
+def login(node, user, settings, config):
+    """An open, authenticated Fabric Connection, host key checked strictly."""
+    timeout = settings.connect_timeout
+    cxn = Connection(
+        node.public,
+        user=user,
+        port=node.port,
+        config=config,
+        connect_timeout=timeout,
+        connect_kwargs={
+            "key_filename": [str(settings.identity)],
+            "look_for_keys": False,
+            "allow_agent": False,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "sock": tcp_connect(node, timeout),
+        },
+    )
+    client = cxn.client
+    client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
+    if settings.known_hosts.exists():
+        client.load_system_host_keys(str(settings.known_hosts))
+    try:
+        cxn.open()
+    except paramiko.BadHostKeyException as exc:
+        cxn.close()
+        raise NodeError(
+            f"host key of {node.address} changed: known_hosts has {fingerprint(exc.expected_key)}, "
+            f"the node offers {fingerprint(exc.key)}; {HINT}"
+        ) from None
+    except paramiko.AuthenticationException:
+        cxn.close()
+        raise AuthFailed(f"authentication failed for user {user!r}") from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        cxn.close()
+        raise NodeError(str(exc) or type(exc).__name__) from None
+    return cxn
+
+
+def describe(exc):
+    """One line saying why a node failed."""
+    if isinstance(exc, NodeError):
+        return str(exc)
+    if isinstance(exc, UnexpectedExit):
+        result = exc.result
+        last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
+        return f"command exited {result.exited}: {last[0]}".rstrip(": ")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,200 @@
+"""The cluster's nodes: parse, validate and remember them.
+
+A node is written ``[USER@]PUBLIC[:PORT]:PRIVATE``; an IPv6 address goes in
+brackets: ``[2001:db8::5]:2222:[fd00::5]``.
+``-H`` takes a comma-separated list of nodes, ``@FILE`` for a file, or ``-``
+for standard input; a file holds one node per line, either in that form or
+as the two columns a provider's page shows (``PUBLIC[:PORT]  PRIVATE``).
+Blank lines, ``#`` comments and header lines (no field holding a ``.`` or
+``:``, e.g. ``Public IP   Private IP``) are ignored.
+The first node is the head. Every error is a `BadInput` naming the value.
+"""
+
+import ipaddress
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+from .localfiles import write_atomic
+
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+DEFAULT_PORT = 22
+
+
+class BadInput(ValueError):
+    """Input that is refused before anything connects (exit code 2)."""
+
+    def exit(self):
+        """The `Exit` that ends the run: one line naming the value, code 2."""
+        return Exit(f"multinode: {self}", code=2)
+
+
+@dataclass
+class Node:
+    nid: int
+    alias: str
+    public: str
+    private: str
+    port: int = DEFAULT_PORT
+    user: str | None = None  # the login user, once known
+    explicit_user: bool = False  # given as USER@ by the user: never probed
+
+    @property
+    def address(self):
+        """How ssh names this node in known_hosts: ``addr`` or ``[addr]:port``."""
+        return self.public if self.port == DEFAULT_PORT else f"[{self.public}]:{self.port}"
+
+    def same_machine(self, other):
+        return (self.public, self.port, self.private) == (other.public, other.port, other.private)
+
+
+def _ip(value, what, spec):
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+        if ":" not in value:
+            raise BadInput(f"bad {what} address {value!r} in {spec!r}: brackets are for IPv6 only")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise BadInput(f"bad {what} address {value!r} in {spec!r}") from None
+
+
+def _split_colons(text):
+    """Split on ':' outside brackets: '[::1]:22:x' -> ['[::1]', '22', 'x']."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == ":" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _port(value, spec):
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise BadInput(f"bad port {value!r} in {spec!r}: expected 1-65535")
+    return int(value)
+
+
+SAFE_RE = re.compile(r"^[A-Za-z0-9_.:@\[\]-]+$")
+
+
+def parse_node(spec, nid=0, prefix="rental"):
+    """Parse one ``[USER@]PUBLIC[:PORT]:PRIVATE`` into a `Node`."""
+    if not spec:
+        raise BadInput("empty node in the host list")
+    if not SAFE_RE.match(spec):
+        bad = "".join(sorted({ch for ch in spec if not SAFE_RE.match(ch)}))
+        raise BadInput(f"bad node {spec!r}: character(s) {bad!r} not allowed")
+    user = None
+    rest = spec
+    if "@" in spec:
+        user, _, rest = spec.rpartition("@")
+        if not USER_RE.match(user):
+            raise BadInput(f"bad user name {user!r} in {spec!r}")
+    if "[" not in rest and rest.count(":") > 2:
+        raise BadInput(f"bad node {spec!r}: put an IPv6 address in brackets, e.g. [2001:db8::1]:PRIVATE")
+    parts = _split_colons(rest)
+    if len(parts) == 1:
+        raise BadInput(f"bad node {spec!r}: missing private address (PUBLIC:PRIVATE)")
+    if len(parts) > 3:
+        raise BadInput(f"bad node {spec!r}: expected [USER@]PUBLIC[:PORT]:PRIVATE")
+    public = _ip(parts[0], "public", spec)
+    port = _port(parts[1], spec) if len(parts) == 3 else DEFAULT_PORT
+    private = _ip(parts[-1], "private", spec)
+    return Node(nid, f"{prefix}{nid}", public, private, port, user, explicit_user=user is not None)
+
+
+def _is_header(line):
+    return not any("." in field or ":" in field for field in line.split())
+
+
+def table_specs(text):
+    """Node specs from a pasted table or a list file, one node per line."""
+    specs = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or _is_header(line):
+            continue
+        fields = line.split()
+        if len(fields) == 1:
+            specs.append(fields[0])
+        elif len(fields) == 2:
+            specs.append(f"{fields[0]}:{fields[1]}")
+        else:
+            raise BadInput(f"bad line {line!r}: expected PUBLIC[:PORT] PRIVATE")
+    return specs
+
+
+def host_specs(hosts, stdin=None):
+    """Node specs from a ``-H`` value: ``a,b,...``, ``@FILE`` or ``-``."""
+    if hosts == "-":
+        return table_specs((stdin or sys.stdin).read())
+    if hosts.startswith("@"):
+        path = Path(hosts[1:]).expanduser()
+        try:
+            return table_specs(path.read_text())
+        except OSError as exc:
+            raise BadInput(f"cannot read host list {hosts[1:]!r}: {exc.strerror}") from None
+    return [s.strip() for s in hosts.split(",")]
+
+
+def parse_hosts(hosts, prefix="rental", stdin=None):
+    """Validate a whole ``-H`` value into nodes; the first is the head."""
+    specs = host_specs(hosts, stdin)
+    if not specs or specs == [""]:
+        raise BadInput("no nodes given: expected -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
+    nodes = [parse_node(spec, i, prefix) for i, spec in enumerate(specs)]
+    for attr, what in (("public", "public address"), ("private", "private address")):
+        seen = {}
+        for node in nodes:
+            key = (node.public, node.port) if attr == "public" else node.private
+            if key in seen:
+                raise BadInput(f"duplicate {what} {getattr(node, attr)!r} ({seen[key]} and {node.alias})")
+            seen[key] = node.alias
+    return nodes
+
+
+def state_path(config_value=None):
+    """Where the cluster is remembered (``multinode.state`` or the XDG default)."""
+    if config_value:
+        return Path(config_value).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "multinode" / "cluster.json"
+
+
+def load_state(path):
+    """The remembered nodes, or None when there is no remembered cluster."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
+    return [Node(**node) for node in data["nodes"]]
+
+
+def save_state(path, nodes):
+    text = json.dumps({"nodes": [asdict(n) for n in nodes]}, indent=2) + "\n"
+    return write_atomic(path, text, mode=0o600, backup=False)
+
+
+def adopt_known_users(nodes, remembered):
+    """Keep users detected earlier for machines that are still the same."""
+    by_public = {(n.public, n.port): n for n in remembered or []}
+    for node in nodes:
+        old = by_public.get((node.public, node.port))
+        if node.user is None and old is not None and old.same_machine(node):
+            node.user = old.user
+    return nodes

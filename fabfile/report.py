@@ -1,0 +1,39 @@
+"""What the user reads: one line per node per task as it finishes, a summary.
+
+Columns are sized from the inventory so 1 node and 32 nodes both read well.
+"""
+
+import sys
+import threading
+
+MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped"}
+
+
+class Reporter:
+    def __init__(self, nodes, stream=None):
+        self.stream = stream or sys.stdout
+        self.lock = threading.Lock()
+        self.alias_w = max((len(n.alias) for n in nodes), default=6)
+        self.addr_w = max((len(n.address) for n in nodes), default=12)
+
+    def write(self, text):
+        with self.lock:
+            print(text, file=self.stream, flush=True)
+
+    def line(self, task, node, status, detail=""):
+        self.write(
+            f"{task:<12} {node.alias:<{self.alias_w}}  {node.address:<{self.addr_w}}  "
+            f"{MARK.get(status, status):<7}  {detail}".rstrip()
+        )
+
+    def summary(self, nodes, failed):
+        """Closing lines: how many nodes are fine, and each failure's reason."""
+        ok = len(nodes) - len(failed)
+        if not failed:
+            self.write(f"all {len(nodes)} node(s) ok")
+            return
+        self.write(f"{ok} of {len(nodes)} node(s) ok; failed:")
+        for node in nodes:
+            if node.alias in failed:
+                task, reason = failed[node.alias]
+                self.write(f"  {node.alias:<{self.alias_w}}  {node.address:<{self.addr_w}}  {task}: {reason}")

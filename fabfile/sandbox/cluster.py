@@ -1,0 +1,286 @@
+"""Simulated rental nodes on one machine, for trying and testing multinode.
+
+Each node is a network namespace with a public address (``eth0``, on the
+public bridge) and a private one (``ens7``, on the private bridge), its own
+root filesystem (an overlay on the cached image), its own PID/mount/UTS
+namespaces and its own real ``sshd``. The laptop is a namespace on the public
+bridge only: like a real laptop it cannot reach the private addresses. The
+bridges live in a switch namespace, so nothing touches the host's network;
+a blackhole route keeps stray traffic to the sandbox range on the host.
+Addresses come from 198.18.0.0/15 only (reserved for benchmarking).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import image
+
+SANDBOX_RANGE = "198.18.0.0/15"
+PUBLIC_NET, PRIVATE_NET = "198.18.0", "198.19.0"
+LAPTOP_IP = f"{PUBLIC_NET}.1"
+PUBLIC_IF, PRIVATE_IF = "eth0", "ens7"
+MAX_NODES = 200
+STATE_ROOT = Path(os.environ.get("MULTINODE_SANDBOX_STATE", "/var/lib/multinode-sandbox"))
+
+# PID 1 of a node: reaps orphans (daemons, tmux servers) until killed.
+INIT = (
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        while os.waitpid(-1, os.WNOHANG)[0]: pass\n"
+    "    except ChildProcessError: pass\n"
+    "    time.sleep(0.5)\n"
+)
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run([str(a) for a in args], check=check, capture_output=True, text=True, **kw)
+
+
+def _children(pid):
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, TypeError):
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def _namespaces():
+    return [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line.strip()]
+
+
+def _kill(pid, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+class Sandbox:
+    def __init__(self, name="mnsb"):
+        if not name.isalnum() or len(name) > 8:
+            raise ValueError(f"bad sandbox name {name!r}: up to 8 letters and digits")
+        self.name = name
+        self.dir = STATE_ROOT / name
+        self.switch = f"{name}-sw"
+        self.laptop = f"{name}-laptop"
+        self.nodes = []
+        self._load()
+
+    # -- state ---------------------------------------------------------------
+    def _load(self):
+        path = self.dir / "state.json"
+        if path.exists():
+            self.nodes = json.loads(path.read_text())["nodes"]
+
+    def _save(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "state.json").write_text(json.dumps({"nodes": self.nodes}, indent=2))
+
+    def node(self, nid):
+        return self.nodes[nid]
+
+    @property
+    def hosts(self):
+        """The ``-H`` value for this sandbox: PUBLIC:PRIVATE,..."""
+        return ",".join(f"{n['public']}:{n['private']}" for n in self.nodes)
+
+    # -- network -------------------------------------------------------------
+    def _netns(self, ns):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def _plug(self, ns, ifname, bridge, port, address):
+        """A veth from namespace ``ns`` (``ifname``, ``address``) to ``bridge``."""
+        sh("ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port, "netns", self.switch)
+        sh("ip", "-n", self.switch, "link", "set", port, "master", bridge, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", ifname)
+        sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+    def _network(self):
+        sh("ip", "route", "replace", "blackhole", SANDBOX_RANGE)
+        self._netns(self.switch)
+        for bridge in ("br-pub", "br-priv"):
+            sh("ip", "-n", self.switch, "link", "add", bridge, "type", "bridge")
+            sh("ip", "-n", self.switch, "link", "set", bridge, "up")
+        self._netns(self.laptop)
+        self._plug(self.laptop, PUBLIC_IF, "br-pub", "laptop", LAPTOP_IP)
+
+    # -- nodes ---------------------------------------------------------------
+    def _prepare(self, nid, user, base, pubkey):
+        ns = f"{self.name}-n{nid}"
+        d = self.dir / f"n{nid}"
+        root = d / "root"
+        for sub in ("upper", "work", "root"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        sh("mount", "-t", "overlay", "overlay", "-o",
+           f"lowerdir={base},upperdir={d / 'upper'},workdir={d / 'work'}", root)
+        hostname = f"node{nid}"
+        (root / "etc/hostname").write_text(hostname + "\n")
+        (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
+        sh("chroot", root, "useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user)
+        sudoers = root / "etc/sudoers.d" / f"90-{user}"
+        sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+        sh("chroot", root, "install", "-d", "-m", "700", "-o", user, "-g", user, f"/home/{user}/.ssh")
+        keys = root / "home" / user / ".ssh/authorized_keys"
+        keys.write_text(pubkey)
+        sh("chroot", root, "chown", f"{user}:{user}", f"/home/{user}/.ssh/authorized_keys")
+        keys.chmod(0o600)
+        sh("chroot", root, "ssh-keygen", "-A")
+        self._netns(ns)
+        public, private = f"{PUBLIC_NET}.{10 + nid}", f"{PRIVATE_NET}.{10 + nid}"
+        self._plug(ns, PUBLIC_IF, "br-pub", f"p{nid}", public)
+        self._plug(ns, PRIVATE_IF, "br-priv", f"q{nid}", private)
+        return {"nid": nid, "ns": ns, "hostname": hostname, "user": user, "public": public,
+                "private": private, "root": str(root), "dir": str(d)}
+
+    def _boot(self, node):
+        """Start the node's namespaces with a reaping PID 1, chrooted in its root."""
+        root = node["root"]
+        script = (
+            f"set -e; hostname {node['hostname']}; "
+            f"mount -t proc proc {root}/proc; mount -t sysfs sysfs {root}/sys; "
+            f"mount --rbind /dev {root}/dev; mount -t tmpfs -o mode=1777 shm {root}/dev/shm; "
+            f"mount -t tmpfs -o mode=755 run {root}/run; mkdir -p {root}/run/sshd; "
+            f"exec chroot {root} /usr/bin/python3 -c '{INIT}'"
+        )
+        log = open(Path(node["dir"]) / "init.log", "a")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", node["ns"], "unshare", "--mount", "--uts", "--pid", "--fork",
+             "--kill-child", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        node["unshare_pid"] = proc.pid
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            for child in _children(proc.pid):
+                if os.path.realpath(f"/proc/{child}/root") == os.path.realpath(root):
+                    node["init_pid"] = child
+                    return
+            if proc.poll() is not None:
+                raise RuntimeError(f"sandbox node {node['nid']} did not start (exit {proc.returncode})")
+            time.sleep(0.02)
+        raise RuntimeError(f"sandbox node {node['nid']} did not start within 20 s")
+
+    def start_sshd(self, nid):
+        """Start (or restart) node ``nid``'s sshd; return when it listens."""
+        node = self.nodes[nid]
+        self.stop_sshd(nid)
+        log = Path(node["dir"]) / "sshd.log"
+        with open(log, "a") as fh:
+            start = fh.tell()
+            proc = subprocess.Popen(
+                ["nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w", "/usr/sbin/sshd", "-D", "-e"],
+                stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
+            )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with open(log) as fh:
+                fh.seek(start)
+                if "Server listening on" in fh.read():
+                    node["sshd_pid"] = (_children(proc.pid) or [proc.pid])[0]
+                    node["nsenter_pid"] = proc.pid
+                    self._save()
+                    return
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd on sandbox node {nid} exited: see {log}")
+            time.sleep(0.02)
+        raise RuntimeError(f"sshd on sandbox node {nid} did not listen within 20 s: see {log}")
+
+    def stop_sshd(self, nid):
+        """Stop node ``nid``'s sshd listener (sessions and the node live on)."""
+        node = self.nodes[nid]
+        for key in ("sshd_pid", "nsenter_pid"):
+            pid = node.pop(key, None)
+            if pid and _alive(pid):
+                _kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    if not _alive(pid):
+                        break
+                    time.sleep(0.02)
+        self._save()
+
+    def rekey(self, nid):
+        """Give node ``nid`` new host keys, as a reinstalled machine has."""
+        root = Path(self.nodes[nid]["root"])
+        for key in (root / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        sh("chroot", root, "ssh-keygen", "-A")
+        self.start_sshd(nid)
+
+    def sshd_log(self, nid):
+        return (Path(self.nodes[nid]["dir"]) / "sshd.log").read_text()
+
+    def exec(self, nid, *cmd, check=True, user=None):
+        """Run a command inside node ``nid`` (as root, or ``user``)."""
+        node = self.nodes[nid]
+        prefix = ["nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w"]
+        if user:
+            prefix += ["runuser", "-u", user, "--"]
+        return sh(*prefix, *cmd, check=check)
+
+    def laptop_cmd(self, *cmd, env=None):
+        """argv that runs ``cmd`` on the laptop (its namespace), with ``env``."""
+        env_args = [f"{k}={v}" for k, v in (env or {}).items()]
+        return ["ip", "netns", "exec", self.laptop, "env", *env_args, *cmd]
+
+    # -- whole cluster -------------------------------------------------------
+    def up(self, users, pubkey, log=print):
+        """Bring up ``len(users)`` nodes, node i logging in as ``users[i]``."""
+        if not 1 <= len(users) <= MAX_NODES:
+            raise ValueError(f"bad node count {len(users)}: 1 to {MAX_NODES}")
+        self.down()
+        base = image.build(log)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._network()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self.nodes = list(pool.map(lambda a: self._prepare(a[0], a[1], base, pubkey), enumerate(users)))
+        self._save()
+        for node in self.nodes:
+            self._boot(node)
+        self._save()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self.start_sshd, range(len(self.nodes))))
+        return self
+
+    def down(self):
+        """Stop and remove everything of this sandbox; safe to call twice."""
+        for node in self.nodes:
+            for key in ("sshd_pid", "nsenter_pid", "unshare_pid", "init_pid"):
+                _kill(node.get(key))
+        namespaces = [ns for ns in _namespaces() if ns.startswith(f"{self.name}-")]
+        for ns in namespaces:
+            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                _kill(int(pid))
+        for node_dir in sorted(self.dir.glob("n*")):
+            root = node_dir / "root"
+            if os.path.ismount(root):
+                if sh("umount", root, check=False).returncode:
+                    time.sleep(0.2)
+                    sh("umount", "-l", root, check=False)
+        for ns in namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.nodes = []
+        if not [ns for ns in _namespaces() if ns.endswith("-sw")]:
+            sh("ip", "route", "del", "blackhole", SANDBOX_RANGE, check=False)
+
+
+def all_sandboxes():
+    return sorted(p.name for p in STATE_ROOT.iterdir()) if STATE_ROOT.exists() else []

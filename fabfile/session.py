@@ -1,0 +1,149 @@
+"""One invocation's cluster: its nodes, one connection per node, failures.
+
+`ClusterExecutor` makes one `Session` per ``fab`` run and hands it to every
+task. A task calls `Session.each` to run a function on all live nodes at once
+(a bounded pool); a node that raises is reported, remembered as failed and
+skipped by the tasks chained after it. The connection a node opens first is
+reused by every later task of the same run.
+"""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from invoke.exceptions import Exit
+
+from .config import settings
+from .connections import AuthFailed, NodeError, describe, login
+from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
+from .report import Reporter
+
+
+@dataclass
+class Outcome:
+    status: str  # "ok" or "changed"
+    detail: str = ""
+    value: object = None
+
+
+def session_of(c):
+    """The running `Session` of a task's context."""
+    session = c.__dict__.get("session")
+    if session is None:
+        raise Exit(
+            "multinode: these tasks need the multinode executor: run them with `multinode`, "
+            "or with `fab` in the multinode project (its fabric.yaml sets tasks.executor_class)",
+            code=2,
+        )
+    session.start(c.config)
+    return session
+
+
+class Session:
+    def __init__(self, hosts=None):
+        # -H is parsed (and refused, exit 2) before any task runs.
+        self.given = parse_hosts(hosts) if hosts else None
+        self.nodes = None
+        self.failed = {}  # alias -> (task, reason)
+        self.conns = {}
+        self.locks = {}
+        self.config = None
+
+    def start(self, config):
+        """Load settings and nodes once, on the first task that needs them."""
+        if self.nodes is not None:
+            return
+        try:
+            self.settings = settings(config)
+            if not self.settings.identity.is_file():
+                raise BadInput(f"identity file {str(self.settings.identity)!r} not found (set multinode.identity or -i)")
+            remembered = load_state(self.settings.state)
+            if self.given is None and remembered is None:
+                raise BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
+            nodes = adopt_known_users(self.given, remembered) if self.given else remembered
+        except BadInput as exc:
+            raise exc.exit() from None
+        for node in nodes:
+            node.alias = f"{self.settings.alias_prefix}{node.nid}"
+        self.config = config
+        self.locks = {n.alias: threading.Lock() for n in nodes}
+        self.report = Reporter(nodes)
+        self.nodes = nodes
+
+    @property
+    def head(self):
+        return self.nodes[0]
+
+    def alive(self):
+        return [n for n in self.nodes if n.alias not in self.failed]
+
+    def fail(self, node, task, reason):
+        self.failed.setdefault(node.alias, (task, reason))
+        self.report.line(task, node, "failed", reason)
+
+    def each(self, task, fn, connect=True, quiet=False):
+        """Run ``fn(node, cxn)`` (``fn(node)`` unless ``connect``) on every live node.
+
+        Returns ``{alias: Outcome}`` for the nodes that succeeded. Failures are
+        reported at once; successes too, unless ``quiet`` (the task reports).
+        """
+        for node in self.nodes:
+            if node.alias in self.failed:
+                self.report.line(task, node, "skipped", f"failed earlier in {self.failed[node.alias][0]}")
+
+        def work(node):
+            try:
+                outcome = fn(node, self.connection(node)) if connect else fn(node)
+            except Exception as exc:  # one node's failure never stops the others
+                self.fail(node, task, describe(exc))
+                return node.alias, None
+            if not quiet:
+                self.report.line(task, node, outcome.status, outcome.detail)
+            return node.alias, outcome
+
+        targets = self.alive()
+        if not targets:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets))) as pool:
+            results = dict(pool.map(work, targets))
+        return {alias: out for alias, out in results.items() if out is not None}
+
+    def candidates(self, node):
+        """Login users to try: the explicit one, else the remembered one first."""
+        if node.explicit_user:
+            return [node.user]
+        first = [node.user] if node.user else []
+        return first + [u for u in self.settings.users if u not in first]
+
+    def connection(self, node):
+        """The node's open connection, logging in (and finding the user) once."""
+        with self.locks[node.alias]:
+            cxn = self.conns.get(node.alias)
+            if cxn is not None:
+                return cxn
+            tried = []
+            for user in self.candidates(node):
+                try:
+                    cxn = login(node, user, self.settings, self.config)
+                except AuthFailed:
+                    tried.append(user)
+                    continue
+                node.user = user
+                self.conns[node.alias] = cxn
+                return cxn
+            raise NodeError(f"no login user worked (tried {', '.join(tried)} with key {self.settings.identity})")
+
+    def close(self):
+        for cxn in self.conns.values():
+            cxn.close()
+        self.conns.clear()
+
+    def finish(self):
+        """Close connections, remember the cluster, summarize; exit 1 on failure."""
+        self.close()
+        if self.nodes is None:
+            return
+        save_state(self.settings.state, self.nodes)
+        self.report.summary(self.nodes, self.failed)
+        if self.failed:
+            raise Exit(code=1)

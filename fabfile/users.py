@@ -1,0 +1,72 @@
+"""detect-user: find each node's login user; write rentalN aliases to ~/.ssh/config.
+
+Our aliases live in one marked block of ``~/.ssh/config``; everything else in
+the file stays byte for byte. A new block goes at the top, so its values win
+over the user's wildcard entries, and ends with ``Host *`` so the user's own
+top-level options still apply to every host, as before.
+"""
+
+from invoke import Collection, task
+
+from .config import split_users
+from .inventory import DEFAULT_PORT, BadInput
+from .localfiles import locked, read_text, replace_block, write_atomic
+from .session import Outcome, session_of
+
+BLOCK = "multinode"
+
+
+def _arg(value):
+    value = str(value)
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+def ssh_config_block(nodes, identity):
+    """The ``Host rentalN`` entries for ``nodes``."""
+    lines = []
+    for node in nodes:
+        lines.append(f"Host {node.alias}")
+        lines.append(f"    HostName {node.public}")
+        if node.user:
+            lines.append(f"    User {node.user}")
+        if node.port != DEFAULT_PORT:
+            lines.append(f"    Port {node.port}")
+        lines.append(f"    IdentityFile {_arg(identity)}")
+        lines.append("    IdentitiesOnly yes")
+    lines.append("Host *")
+    return "\n".join(lines)
+
+
+def write_ssh_config(path, nodes, identity):
+    """Put our block into ``path``; return True when the file changed."""
+    with locked(path):
+        text = replace_block(read_text(path), BLOCK, ssh_config_block(nodes, identity))
+        return write_atomic(path, text, mode=0o600)
+
+
+@task(name="detect-user", help={"users": "login users to try, in order (default: multinode.users, ubuntu,user)"})
+def detect_user(c, users=None):
+    """Find each node's login user and write rental0.. aliases to ~/.ssh/config."""
+    session = session_of(c)
+    if users is not None:
+        try:
+            session.settings.users = split_users(users, "users (--users)")
+        except BadInput as exc:
+            raise exc.exit() from None
+    before = {n.alias: n.user for n in session.nodes}
+
+    def detect(node, cxn):
+        was = before[node.alias]
+        if was and was != node.user:
+            return Outcome("changed", f"user {node.user} (was {was})")
+        return Outcome("ok", f"user {node.user}")
+
+    session.each("detect-user", detect)
+    path = session.settings.ssh_config
+    changed = write_ssh_config(path, session.nodes, session.settings.identity)
+    aliases = f"{session.nodes[0].alias}..{session.nodes[-1].alias}" if len(session.nodes) > 1 else session.head.alias
+    session.report.write(f"ssh config: {aliases} in {path} {'updated' if changed else 'unchanged'}")
+
+
+ns = Collection("users")
+ns.add_task(detect_user)
