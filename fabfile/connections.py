@@ -12,6 +12,7 @@ import socket
 import paramiko
 from fabric import Connection
 from invoke.exceptions import UnexpectedExit
+from paramiko.hostkeys import HostKeyEntry
 
 HINT = "if the machine was reinstalled, run `fab hostkeys` to record its new key"
 
@@ -68,6 +69,30 @@ def fetch_host_key(node, timeout):
         transport.close()
 
 
+def known_host_entries(path):
+    """The usable entries of a known_hosts file.
+
+    Lines paramiko cannot read (markers such as @revoked, keys of types it
+    lacks, damaged lines) are skipped, as OpenSSH skips them, instead of
+    failing every connection.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "@")):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line)
+        except (paramiko.SSHException, ValueError, TypeError, IndexError):
+            continue
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
 class AuthFailed(NodeError):
     pass
 
@@ -92,8 +117,10 @@ def login(node, user, settings, config):
     )
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
-    if settings.known_hosts.exists():
-        client.load_system_host_keys(str(settings.known_hosts))
+    known = client.get_host_keys()
+    for entry in known_host_entries(settings.known_hosts):
+        for name in entry.hostnames:
+            known.add(name, entry.key.get_name(), entry.key)
     try:
         cxn.open()
     except paramiko.BadHostKeyException as exc:

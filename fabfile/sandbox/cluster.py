@@ -26,6 +26,7 @@ PUBLIC_NET, PRIVATE_NET = "198.18.0", "198.19.0"
 LAPTOP_IP = f"{PUBLIC_NET}.1"
 PUBLIC_IF, PRIVATE_IF = "eth0", "ens7"
 MAX_NODES = 200
+SSH_PORTS = (22, 2222)  # 2222: a provider's non-standard port (USER@PUBLIC:PORT:PRIVATE)
 STATE_ROOT = Path(os.environ.get("MULTINODE_SANDBOX_STATE", "/var/lib/multinode-sandbox"))
 
 # PID 1 of a node: reaps orphans (daemons, tmux servers) until killed.
@@ -185,7 +186,8 @@ class Sandbox:
         with open(log, "a") as fh:
             start = fh.tell()
             proc = subprocess.Popen(
-                ["nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w", "/usr/sbin/sshd", "-D", "-e"],
+                ["nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w", "/usr/sbin/sshd", "-D", "-e",
+                 *[arg for port in SSH_PORTS for arg in ("-p", str(port))]],
                 stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
             )
         deadline = time.time() + 20

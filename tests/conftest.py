@@ -1,0 +1,89 @@
+"""Fixtures: the sandbox cluster (real sshd per node) and a laptop to run fab on.
+
+The end-to-end tests need root (namespaces, mounts); they fail, never skip,
+without it: CI runs as root.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fabfile.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+FAB = str(Path(sys.executable).parent / "fab")
+USERS = ["ubuntu", "user", "ubuntu"]
+
+
+class Laptop:
+    """A user's laptop: its own HOME, running the real fab CLI in the laptop namespace."""
+
+    def __init__(self, sandbox, home, key):
+        self.sandbox = sandbox
+        self.home = home
+        ssh = home / ".ssh"
+        ssh.mkdir(mode=0o700, parents=True)
+        shutil.copy(key, ssh / "id_ed25519")
+        shutil.copy(f"{key}.pub", ssh / "id_ed25519.pub")
+        self.env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def run(self, *cmd, stdin=None, timeout=120):
+        return subprocess.run(
+            self.sandbox.laptop_cmd(*cmd, env=self.env), cwd=ROOT, input=stdin,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def fab(self, *args, **kw):
+        return self.run(FAB, *args, **kw)
+
+    def ssh(self, alias, command):
+        ssh_dir = self.home / ".ssh"
+        return self.run(
+            "ssh", "-F", str(ssh_dir / "config"), "-o", f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", alias, command,
+        )
+
+    def snapshot(self):
+        """Every file under HOME with its bytes, mode and mtime."""
+        return {
+            str(p.relative_to(self.home)): (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns)
+            for p in sorted(self.home.rglob("*")) if p.is_file()
+        }
+
+
+@pytest.fixture(scope="session")
+def laptop_key(tmp_path_factory):
+    key = tmp_path_factory.mktemp("key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "laptop", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="session")
+def sandbox(laptop_key):
+    if os.geteuid() != 0:
+        pytest.fail("the sandbox tests need root (network namespaces, mounts); CI runs them as root")
+    sb = Sandbox("mntest")
+    try:
+        sb.up(USERS, Path(f"{laptop_key}.pub").read_text())
+        yield sb
+    finally:
+        sb.down()
+
+
+@pytest.fixture
+def laptop(sandbox, laptop_key, tmp_path):
+    return Laptop(sandbox, tmp_path / "home", laptop_key)
+
+
+@pytest.fixture
+def healthy(sandbox):
+    """Every node's sshd running again after the test, whatever it did."""
+    yield sandbox
+    for nid in range(len(sandbox.nodes)):
+        sandbox.exec(nid, "ip", "link", "set", "eth0", "up")
+        if not sandbox.nodes[nid].get("sshd_pid"):
+            sandbox.start_sshd(nid)

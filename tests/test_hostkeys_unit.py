@@ -1,0 +1,67 @@
+"""Unit tests: editing known_hosts text (no network)."""
+
+import paramiko
+from paramiko.hostkeys import HostKeys
+
+from fabfile.connections import fingerprint
+from fabfile.hostkeys import entry_line, update_known_hosts
+
+
+
+def _key():
+    # Fresh keys per call; ECDSA generation is built into paramiko.
+    return paramiko.ECDSAKey.generate()
+
+
+def test_new_host_is_appended_and_second_run_changes_nothing():
+    key = _key()
+    text, changed = update_known_hosts("other ssh-ed25519 AAAA\n", {"198.18.0.10": key})
+    assert changed == {"198.18.0.10": True}
+    assert text == "other ssh-ed25519 AAAA\n" + entry_line("198.18.0.10", key)
+    again, changed = update_known_hosts(text, {"198.18.0.10": key})
+    assert again == text and changed == {"198.18.0.10": False}
+
+
+def test_stale_entries_go_user_lines_stay_byte_for_byte():
+    key, old = _key(), _key()
+    hashed = HostKeys.hash_host("198.18.0.10")
+    user = (
+        "# my hosts\n"
+        "gitlab.example,203.0.113.9 ssh-ed25519 AAAAuser1   trailing-comment\n"
+        f"{hashed} {old.get_name()} {old.get_base64()}\n"
+        "@cert-authority *.corp ssh-ed25519 AAAAca\n"
+        f"198.18.0.10,keepme.example {old.get_name()} {old.get_base64()}\n"
+        f"[198.18.0.10]:2222 {old.get_name()} {old.get_base64()}\n"
+        "last ssh-rsa AAAAno-newline"
+    )
+    text, changed = update_known_hosts(user, {"198.18.0.10": key})
+    assert changed == {"198.18.0.10": True}
+    assert text.splitlines() == [
+        "# my hosts",
+        "gitlab.example,203.0.113.9 ssh-ed25519 AAAAuser1   trailing-comment",
+        "@cert-authority *.corp ssh-ed25519 AAAAca",
+        f"keepme.example {old.get_name()} {old.get_base64()}",
+        f"[198.18.0.10]:2222 {old.get_name()} {old.get_base64()}",  # another port: another host
+        "last ssh-rsa AAAAno-newline",
+        entry_line("198.18.0.10", key).rstrip("\n"),
+    ]
+
+
+def test_unchanged_host_keeps_its_place_while_another_is_replaced():
+    a, b, b2 = _key(), _key(), _key()
+    text = entry_line("198.18.0.10", a) + "mine ssh-ed25519 AAAA\n" + entry_line("[198.18.0.11]:2222", b)
+    new, changed = update_known_hosts(text, {"198.18.0.10": a, "[198.18.0.11]:2222": b2})
+    assert changed == {"198.18.0.10": False, "[198.18.0.11]:2222": True}
+    assert new == entry_line("198.18.0.10", a) + "mine ssh-ed25519 AAAA\n" + entry_line("[198.18.0.11]:2222", b2)
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path):
+    import subprocess
+
+    key = paramiko.Ed25519Key.from_private_key_file
+    path = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    loaded = key(str(path))
+    out = subprocess.run(["ssh-keygen", "-lf", f"{path}.pub"], capture_output=True, text=True, check=True).stdout
+    bits, fp, *_, kind = out.split()
+    assert fingerprint(loaded) == f"{bits} {fp} {kind}"
