@@ -1,0 +1,41 @@
+"""The sandbox itself: isolation as on a real provider, and its CLI."""
+
+import subprocess
+import sys
+
+from fabfile.sandbox import Sandbox
+from tests.conftest import ROOT
+
+PROBE = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1], 22), timeout=3); print('open')\nexcept OSError as e: print(e.strerror)"
+
+
+def test_laptop_reaches_public_not_private(laptop, sandbox):
+    node = sandbox.nodes[1]
+    assert laptop.run(sys.executable, "-c", PROBE, node["public"]).stdout.strip() == "open"
+    assert laptop.run(sys.executable, "-c", PROBE, node["private"]).stdout.strip() == "Network is unreachable"
+    # Nodes reach each other privately, and have no route out.
+    routes = sandbox.exec(0, "ip", "-4", "route").stdout
+    assert "default" not in routes and "198.19.0.0/24 dev ens7" in routes
+    other = sandbox.exec(0, "python3", "-c", PROBE, sandbox.nodes[1]["private"]).stdout.strip()
+    assert other == "open"
+    assert sandbox.exec(1, "hostname").stdout == "node1\n"
+    assert sandbox.exec(1, "id", "-un", user="user").stdout == "user\n"
+    assert sandbox.exec(1, "sudo", "-n", "true", user="user").returncode == 0
+
+
+def test_cli_up_status_down_leaves_nothing(laptop_key):
+    fab = [str(ROOT / ".venv/bin/fab")]
+    up = subprocess.run(fab + ["sandbox.up", "--nodes", "2", "--users", "user", "--key", f"{laptop_key}.pub",
+                               "--name", "mncli"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "ip netns exec mncli-laptop fab -H 198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11" in up.stdout
+        status = subprocess.run(fab + ["sandbox.status", "--name", "mncli"], cwd=ROOT, capture_output=True, text=True)
+        assert status.stdout.count("sshd running") == 2 and "user user" in status.stdout
+    finally:
+        down = subprocess.run(fab + ["sandbox.down", "--name", "mncli"], cwd=ROOT, capture_output=True, text=True)
+    assert down.returncode == 0
+    assert "mncli" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not Sandbox("mncli").nodes
+    bad = subprocess.run(fab + ["sandbox.up", "--nodes", "2", "--users", "a,b,c"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "3 users for 2 nodes" in bad.stderr
