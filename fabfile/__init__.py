@@ -7,7 +7,7 @@ the ``multinode`` console script anywhere.
 from . import compat  # noqa: F401  (before anything imports patchwork)
 from invoke import Collection
 
-from . import hostkeys, sandbox, users
+from . import bootstrap, hostkeys, sandbox, users
 from .config import DEFAULTS
 from .executor import ClusterExecutor
 from .inventory import BadInput, Node, parse_hosts
@@ -18,5 +18,6 @@ __all__ = ["ClusterExecutor", "BadInput", "Node", "Outcome", "Session", "parse_h
 ns = Collection()
 ns.add_task(hostkeys.hostkeys)
 ns.add_task(users.detect_user)
+ns.add_task(bootstrap.bootstrap)
 ns.add_collection(sandbox.ns)
 ns.configure({"multinode": DEFAULTS})

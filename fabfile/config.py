@@ -23,7 +23,35 @@ DEFAULTS = {
     "known_hosts": "~/.ssh/known_hosts",
     "ssh_config": "~/.ssh/config",
     # Where the cluster is remembered; empty: $XDG_CONFIG_HOME/multinode/cluster.json.
+    # The cluster's own SSH key pair is kept beside it (cluster_key).
     "state": "",
+    # --- bootstrap ---
+    "workspace": "/workspace",
+    # The workspace repository: cloned into <workspace>/<name> (name: from the URL).
+    "repo": {"url": "", "branch": "main", "name": ""},
+    # The venv at <repo>/venv: interpreter for `uv venv --python`, package sources.
+    "python": {"version": "python3", "index_url": "", "find_links": "", "no_index": False, "downloads": True},
+    # Secrets, read on the laptop from a file named in `files` or else the
+    # environment variable of the same name. `env` names go to ~/.env.
+    "secrets": {"env": ["ANTHROPIC_API_KEY"], "files": {}, "wandb": "WANDB_API_KEY", "huggingface": "HF_TOKEN"},
+    # chezmoi dotfiles; age_key is the laptop's age identity, sent as ~/key.txt.
+    "dotfiles": {"repo": "", "age_key": "~/key.txt"},
+    # Global git identity on the nodes (no personal default).
+    "git": {"name": "", "email": ""},
+    # Shell commands that install a missing tool (run as the login user).
+    "installers": {
+        "uv": "curl -LsSf https://astral.sh/uv/install.sh | env UV_NO_MODIFY_PATH=1 sh",
+        "chezmoi": 'sh -c "$(curl -fsLS get.chezmoi.io)" -- -b "$HOME/.local/bin"',
+        "age": "sudo -n apt-get install -y age",
+        "docker": "curl -fsSL https://get.docker.com | sudo -n sh",
+    },
+    # Extra tools: each installed (install) when its check fails.
+    "tools": [
+        {"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"},
+    ],
+    # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
+    "log_dir": "/tmp",
+    "tail": 100,
 }
 
 

@@ -242,8 +242,8 @@ class Sandbox:
         return ["ip", "netns", "exec", self.laptop, "env", *env_args, *cmd]
 
     # -- whole cluster -------------------------------------------------------
-    def up(self, users, pubkey, log=print):
-        """Bring up ``len(users)`` nodes, node i logging in as ``users[i]``."""
+    def up(self, users, pubkey, log=print, forge=True):
+        """Bring up ``len(users)`` nodes, node i logging in as ``users[i]``, and the forge."""
         if not 1 <= len(users) <= MAX_NODES:
             raise ValueError(f"bad node count {len(users)}: 1 to {MAX_NODES}")
         self.down()
@@ -258,7 +258,15 @@ class Sandbox:
         self._save()
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(self.start_sshd, range(len(self.nodes))))
+        if forge:
+            self.forge.up(log)
         return self
+
+    @property
+    def forge(self):
+        from .forge import Forge
+
+        return Forge(self)
 
     def down(self):
         """Stop and remove everything of this sandbox; safe to call twice."""

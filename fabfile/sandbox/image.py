@@ -15,6 +15,10 @@ from pathlib import Path
 PACKAGES = [
     "openssh-server", "sudo", "tmux", "git", "python3", "python3-venv",
     "iproute2", "procps", "curl", "ca-certificates",
+    # Docker's install needs the internet (apt, get.docker.com): a rental
+    # image has it anyway, so the sandbox's has it too; bootstrap then only
+    # puts the login user in the docker group.
+    "docker.io",
 ]
 SUITE = "bookworm"
 RECIPE_VERSION = "1"  # bump when the steps below change

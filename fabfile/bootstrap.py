@@ -1,0 +1,222 @@
+"""bootstrap: render one node script per node, send it and the secrets, run it everywhere.
+
+Secrets are read on the laptop and travel only by SFTP into a 0700 staging
+directory on the node (files 0600), which the script removes when it ends:
+never in a command line, the rendered script, a log or this output.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from invoke import Collection, task
+
+from .config import DEFAULTS
+from .connections import NodeError
+from .inventory import BadInput
+from .render import render, shell_args
+from .session import Outcome, session_of
+
+STAGE = ".cache/multinode/stage"
+SCRIPT = ".cache/multinode/node.sh"
+STEPS = ["workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "tools"]
+STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*)$")
+
+
+def options(config):
+    """The bootstrap part of the ``multinode`` config, as plain dicts."""
+
+    def plain(value):
+        if hasattr(value, "items"):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    raw = plain(config.get("multinode", {}))
+    opts = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
+    for key, value in DEFAULTS.items():
+        if isinstance(value, dict):
+            opts[key] = {**value, **(raw.get(key) or {})}
+    for tool in opts["tools"]:
+        if not isinstance(tool, dict) or set(tool) != {"name", "check", "install"}:
+            raise BadInput(f"bad multinode.tools entry {tool!r}: expected name, check and install")
+    if not str(opts["workspace"]).startswith("/"):
+        raise BadInput(f"bad multinode.workspace {opts['workspace']!r}: expected an absolute path")
+    return opts
+
+
+def repo_name(repo):
+    if repo.get("name"):
+        return repo["name"]
+    tail = repo["url"].rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail[:-4] if tail.endswith(".git") else (tail or "workspace")
+
+
+def _secret(name, opts):
+    path = opts["secrets"]["files"].get(name)
+    if path:
+        try:
+            return Path(path).expanduser().read_text().strip() or None
+        except OSError:
+            return None
+    return os.environ.get(name) or None
+
+
+def staged_files(opts, key_path):
+    """{name: bytes} sent to every node's staging directory, and missing secret names."""
+    files, missing = {}, []
+    env_lines = []
+    for name in opts["secrets"]["env"]:
+        value = _secret(name, opts)
+        if value is None:
+            missing.append(name)
+        else:
+            env_lines.append(f"export {name}={shlex.quote(value)}\n")
+    if env_lines:
+        files["env"] = "".join(env_lines)
+    for kind, fname, fmt in (
+        ("wandb", "netrc", "machine api.wandb.ai\n  login user\n  password {}\n"),
+        ("huggingface", "hf_token", "{}\n"),
+    ):
+        name = opts["secrets"][kind]
+        if name:
+            value = _secret(name, opts)
+            if value is None:
+                missing.append(name)
+            else:
+                files[fname] = fmt.format(value)
+    age = Path(opts["dotfiles"]["age_key"]).expanduser()
+    if opts["dotfiles"]["repo"] and age.is_file():
+        files["age_key"] = age.read_text()
+    files["cluster_key"] = key_path.read_text()
+    files["cluster_key.pub"] = Path(f"{key_path}.pub").read_text()
+    return {k: v.encode() for k, v in files.items()}, missing
+
+
+def cluster_key(state_path):
+    """The cluster's own key pair (never the laptop's key), made once per cluster."""
+    path = Path(state_path).with_name("cluster_key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "multinode-cluster", "-f", str(path)],
+                       check=True)
+    return path
+
+
+def node_script(node, nodes, opts, missing):
+    """The rendered script of ``node``: the same input gives the same bytes."""
+    py = opts["python"]
+    return render(
+        "node.sh.j2",
+        nid=node.nid, ihn=node.nid == 0, ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
+        alias=node.alias, nodes=nodes, steps=STEPS, missing_secrets=missing,
+        repo_name=repo_name(opts["repo"]),
+        uv_index_args=shell_args(("--index-url", py["index_url"]), ("--find-links", py["find_links"]),
+                                 ("--no-index", bool(py["no_index"]))),
+        **{k: opts[k] for k in ("workspace", "repo", "python", "dotfiles", "git", "installers", "tools")},
+    )
+
+
+def parse_steps(output):
+    return [m.groups() for m in map(STEP_RE.match, output.splitlines()) if m]
+
+
+def send_and_run(cxn, script, files, log_path):
+    """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``."""
+    cxn.run(f"install -d -m 700 {shlex.quote(os.path.dirname(SCRIPT))} {shlex.quote(STAGE)}", hide=True,
+            in_stream=False)
+    sftp = cxn.sftp()
+    for name, data in files.items():
+        path = f"{STAGE}/{name}"
+        with sftp.open(path, "wb") as fh:  # inside a 0700 directory: never readable by others
+            fh.write(data)
+        sftp.chmod(path, 0o600)
+    with sftp.open(SCRIPT, "wb") as fh:
+        fh.write(script.encode())
+    with open(log_path, "w") as log:
+        return cxn.run(f"bash {shlex.quote(SCRIPT)}", warn=True, hide=False, in_stream=False,
+                       out_stream=log, err_stream=log)
+
+
+@task(help={
+    "dry_run": "render every node's script and show what would be sent; connect to nothing",
+    "tail": "lines of each node's log to show at the end (default: multinode.tail, 100)",
+})
+def bootstrap(c, dry_run=False, tail=None):
+    """Set up every node at once: repo, venv, secrets, dotfiles, keys, docker, hosts, tools."""
+    session = session_of(c)
+    try:
+        opts = options(c.config)
+        tail = int(tail if tail is not None else opts["tail"])
+    except (BadInput, ValueError) as exc:
+        raise (exc if isinstance(exc, BadInput) else BadInput(f"bad --tail {tail!r}")).exit() from None
+    nodes = session.nodes
+    key_path = cluster_key(session.settings.state)
+    files, missing = staged_files(opts, key_path)
+    scripts = {n.alias: node_script(n, nodes, opts, missing) for n in nodes}
+    if dry_run:
+        for node in nodes:
+            print(f"=== {node.alias} {node.address}: ~/{SCRIPT} ({len(scripts[node.alias])} bytes)")
+            print(scripts[node.alias])
+        print(f"=== staged on every node in ~/{STAGE} (0600, removed after the run): "
+              + ", ".join(f"{name} ({len(data)} bytes)" for name, data in sorted(files.items())))
+        if missing:
+            print("not available on this laptop, skipped: " + ", ".join(missing))
+        return
+    log_dir = Path(opts["log_dir"]).expanduser()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+
+    def run(node, cxn):
+        start = time.monotonic()
+        log_path = log_dir / f"setup_{node.alias}.log"
+        result = send_and_run(cxn, scripts[node.alias], files, log_path)
+        steps = parse_steps(result.stdout)
+        results[node.alias] = (steps, time.monotonic() - start, log_path, result.exited)
+        failed = [name for name, status, _ in steps if status == "failed"]
+        if result.exited != 0:
+            raise NodeError(f"node script exited {result.exited}"
+                            + (f"; failed step(s): {', '.join(failed)}" if failed else "") + f" (log: {log_path})")
+        changed = [name for name, status, _ in steps if status == "changed"]
+        return Outcome("changed" if changed else "ok", f"{len(steps)} steps, changed: {', '.join(changed) or 'none'}")
+
+    session.each("bootstrap", run)
+    show_logs(session, results, tail)
+    show_table(session, results)
+
+
+def show_logs(session, results, tail):
+    for node in session.nodes:
+        if node.alias not in results:
+            continue
+        steps, _, log_path, exited = results[node.alias]
+        lines = log_path.read_text(errors="replace").splitlines()
+        print(f"\n=== {node.alias} ({node.address}): last {min(tail, len(lines))} of {len(lines)} lines, {log_path}")
+        shown = lines[-tail:] if tail else []
+        if exited != 0:  # errors always shown, even above the tail
+            early = [ln for ln in lines[: len(lines) - len(shown)] if re.search(r"error|fail|fatal", ln, re.I)]
+            if early:
+                print("--- errors earlier in the log:")
+                print("\n".join(early))
+        print("\n".join(shown))
+
+
+def show_table(session, results):
+    rows = [("node", "user", "result", "duration", "changed", "ok", "skipped", "failed")]
+    for node in session.nodes:
+        steps, duration, _, _ = results.get(node.alias, ([], 0.0, None, None))
+        counts = [sum(1 for _, s, _ in steps if s == k) for k in ("changed", "ok", "skipped", "failed")]
+        result = f"FAILED ({session.failed[node.alias][0]})" if node.alias in session.failed else "ok"
+        rows.append((node.alias, node.user or "?", result, f"{duration:.1f}s", *map(str, counts)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+ns = Collection("bootstrap")
+ns.add_task(bootstrap, default=True)

@@ -1,0 +1,44 @@
+"""Templates: Jinja with StrictUndefined, every value shell-quoted by ``| q``.
+
+Templates live in the project's ``templates/`` (or, installed, in the
+package). A missing variable is an error, never an empty string in a script.
+"""
+
+import shlex
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+_HERE = Path(__file__).resolve().parent
+TEMPLATE_DIRS = [_HERE.parent / "templates", _HERE / "templates"]
+
+
+def quote(value):
+    """One shell word for ``value`` (booleans as true/false)."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return shlex.quote(str(value))
+
+
+def shell_args(*pairs):
+    """``--flag value`` pairs (skipping empty values), quoted, as one string."""
+    words = []
+    for flag, value in pairs:
+        if value is True:
+            words.append(flag)
+        elif value not in (None, "", False):
+            words += [flag, quote(value)]
+    return " ".join(words)
+
+
+_env = Environment(
+    loader=FileSystemLoader([str(d) for d in TEMPLATE_DIRS if d.is_dir()]),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_env.filters["q"] = quote
+
+
+def render(name, **context):
+    return _env.get_template(name).render(**context)

@@ -1,0 +1,173 @@
+"""What the internet gives a real node, served locally to the sandbox nodes.
+
+The forge is a namespace on the public bridge (198.18.0.2) running a real
+``git daemon`` (git://198.18.0.2/workspace.git, /dotfiles.git) and a real
+HTTP server (http://198.18.0.2:8080/: ``bin/`` installers for uv, chezmoi
+and age, ``wheels/`` a Python wheelhouse). The downloads are fetched once,
+from PyPI and Debian, into the image cache; the repositories are made anew
+for each sandbox: a workspace with a small pyproject, and chezmoi dotfiles
+with a file encrypted to a fresh age key (kept as ``age-key.txt``).
+"""
+
+import glob
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import image
+
+FORGE_IP = "198.18.0.2"
+HTTP = f"http://{FORGE_IP}:8080"
+GIT = f"git://{FORGE_IP}"
+WHEELS = ["six==1.17.0"]
+SID = "deb [trusted=yes] http://deb.debian.org/debian sid main\n"
+
+
+def _run(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+
+def _debs(dest, packages, sources=None):
+    """Download Debian packages (from ``sources``, else this machine's) and unpack them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = []
+        if sources:
+            Path(tmp, "sources.list").write_text(sources)
+            Path(tmp, "lists/partial").mkdir(parents=True)
+            opts = [f"-oDir::Etc::SourceList={tmp}/sources.list", "-oDir::Etc::SourceParts=/dev/null",
+                    f"-oDir::State::Lists={tmp}/lists"]
+            _run("apt-get", "-q", *opts, "update")
+        _run("apt-get", "-q", *opts, "download", *packages, cwd=tmp)
+        for deb in glob.glob(f"{tmp}/*.deb"):
+            _run("dpkg-deb", "-x", deb, f"{tmp}/x")
+        for path in Path(tmp, "x/usr/bin").iterdir():
+            shutil.copy2(path, dest / path.name)
+
+
+def assets(log=print):
+    """The cached downloads: ``bin/`` (uv, chezmoi, age, age-keygen) and ``wheels/``."""
+    root = image.cache_dir() / "forge-assets-1"
+    if (root / ".complete").exists():
+        return root
+    log(f"sandbox: fetching the forge's downloads into {root} (once)")
+    tmp = root.with_name(root.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    (tmp / "wheels").mkdir()
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+    _run(*pip, "-d", tmp / "wheels", *WHEELS)
+    with tempfile.TemporaryDirectory() as whl:
+        _run(*pip, "-d", whl, "--platform", "manylinux2014_x86_64", "uv")
+        _run(sys.executable, "-m", "zipfile", "-e", glob.glob(f"{whl}/uv-*.whl")[0], whl)
+        shutil.copy2(glob.glob(f"{whl}/uv-*.data/scripts/uv")[0], tmp / "bin/uv")
+    (tmp / "bin/uv").chmod(0o755)
+    _debs(tmp / "bin", ["age"])
+    _debs(tmp / "bin", ["chezmoi"], sources=SID)
+    (tmp / ".complete").write_text("ok\n")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root
+
+
+def _repo(path, files, env):
+    """A bare repository at ``path`` with one commit of ``files``."""
+    with tempfile.TemporaryDirectory() as work:
+        for name, text in files.items():
+            Path(work, name).parent.mkdir(parents=True, exist_ok=True)
+            Path(work, name).write_bytes(text if isinstance(text, bytes) else text.encode())
+        _run("git", "init", "-q", "-b", "main", work)
+        _run("git", "-C", work, "add", "-A")
+        _run("git", "-C", work, "commit", "-q", "-m", "initial", env=env)
+        _run("git", "clone", "-q", "--bare", work, path)
+
+
+PYPROJECT = """\
+[project]
+name = "workspace"
+version = "0.1.0"
+requires-python = ">=3.9"
+dependencies = ["six"]
+"""
+
+SECRET_TEXT = "sandbox dotfiles secret: decrypted\n"
+
+
+def populate(root, log=print):
+    """Make the forge's content under ``root`` (``git/``, ``http/``, ``age-key.txt``)."""
+    downloads = assets(log)
+    http = root / "http"
+    shutil.rmtree(root, ignore_errors=True)
+    http.mkdir(parents=True)
+    shutil.copytree(downloads / "bin", http / "bin")
+    shutil.copytree(downloads / "wheels", http / "wheels")
+    bins = http / "bin"
+    key = root / "age-key.txt"
+    _run(bins / "age-keygen", "-o", key)
+    recipient = _run(bins / "age-keygen", "-y", key).stdout.strip()
+    secret = _run(bins / "age", "-r", recipient, "-a", input=SECRET_TEXT).stdout
+    env = {"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@sandbox.invalid",
+           "GIT_COMMITTER_NAME": "forge", "GIT_COMMITTER_EMAIL": "forge@sandbox.invalid",
+           "PATH": "/usr/bin:/bin", "HOME": str(root)}
+    _repo(root / "git/workspace.git", {
+        "pyproject.toml": PYPROJECT,
+        "train.py": "import six\nprint('training with six', six.__version__)\n",
+    }, env)
+    _repo(root / "git/dotfiles.git", {
+        "dot_bash_aliases": "alias ll='ls -l'\n",
+        "encrypted_private_dot_secret.age": secret,
+    }, env)
+    return key
+
+
+class Forge:
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        self.ns = f"{sandbox.name}-forge"
+        self.root = sandbox.dir / "forge"
+
+    @property
+    def age_key(self):
+        return self.root / "age-key.txt"
+
+    def up(self, log=print):
+        populate(self.root, log)
+        sb = self.sandbox
+        sb._netns(self.ns)
+        sb._plug(self.ns, "eth0", "br-pub", "forge", FORGE_IP)
+        logfile = open(self.root / "forge.log", "a")
+        for cmd in (
+            ["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={self.root / 'git'}",
+             f"--listen={FORGE_IP}", str(self.root / "git")],
+            [sys.executable, "-m", "http.server", "8080", "--bind", FORGE_IP, "--directory", str(self.root / "http")],
+        ):
+            subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], stdin=subprocess.DEVNULL,
+                             stdout=logfile, stderr=logfile, start_new_session=True)
+        logfile.close()
+        for port in (9418, 8080):
+            self._wait(port)
+
+    def _wait(self, port):
+        probe = f"import socket; socket.create_connection(('{FORGE_IP}', {port}), timeout=1)"
+        for _ in range(200):
+            if subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", probe],
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"forge port {port} did not open: see {self.root / 'forge.log'}")
+
+    def config(self):
+        """multinode settings that point a node at the forge instead of the internet."""
+        fetch = "mkdir -p ~/.local/bin && curl -fsS {url}/bin/{b} -o ~/.local/bin/{b} && chmod +x ~/.local/bin/{b}"
+        return {
+            "repo": {"url": f"{GIT}/workspace.git", "branch": "main"},
+            "python": {"find_links": f"{HTTP}/wheels/", "no_index": True},
+            "dotfiles": {"repo": f"{GIT}/dotfiles.git", "age_key": str(self.age_key)},
+            "installers": {
+                "uv": fetch.format(url=HTTP, b="uv"),
+                "chezmoi": fetch.format(url=HTTP, b="chezmoi"),
+                "age": " && ".join(fetch.format(url=HTTP, b=b) for b in ("age", "age-keygen")),
+            },
+        }
