@@ -127,14 +127,15 @@ def parse_steps(output):
 
 def send_and_run(cxn, script, files, log_path):
     """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``."""
-    cxn.run(f"install -d -m 700 {shlex.quote(os.path.dirname(SCRIPT))} {shlex.quote(STAGE)}", hide=True,
-            in_stream=False)
+    # SFTP's open sends no mode: create every file empty and 0600 first (umask
+    # 077, in a 0700 directory), so a secret is never readable by others.
+    paths = [f"{STAGE}/{name}" for name in files]
+    cxn.run("umask 077 && install -d -m 700 " + " ".join(map(shlex.quote, [os.path.dirname(SCRIPT), STAGE]))
+            + "".join(f" && : > {shlex.quote(p)}" for p in paths), hide=True, in_stream=False)
     sftp = cxn.sftp()
-    for name, data in files.items():
-        path = f"{STAGE}/{name}"
-        with sftp.open(path, "wb") as fh:  # inside a 0700 directory: never readable by others
+    for path, data in zip(paths, files.values()):
+        with sftp.open(path, "wb") as fh:  # truncates the 0600 file, keeps its mode
             fh.write(data)
-        sftp.chmod(path, 0o600)
     with sftp.open(SCRIPT, "wb") as fh:
         fh.write(script.encode())
     with open(log_path, "w") as log:

@@ -4,6 +4,7 @@ The end-to-end tests need root (namespaces, mounts); they fail, never skip,
 without it: CI runs as root.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,10 @@ class Laptop:
         shutil.copy(key, ssh / "id_ed25519")
         shutil.copy(f"{key}.pub", ssh / "id_ed25519.pub")
         self.env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def configure(self, **multinode):
+        """Write the laptop's ~/.fabric.yaml (JSON is YAML) with these multinode settings."""
+        (self.home / ".fabric.yaml").write_text(json.dumps({"multinode": multinode}))
 
     def run(self, *cmd, stdin=None, timeout=120):
         return subprocess.run(

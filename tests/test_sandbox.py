@@ -29,7 +29,8 @@ def test_cli_up_status_down_leaves_nothing(laptop_key):
                                "--name", "mncli"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "ip netns exec mncli-laptop fab -H 198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11" in up.stdout
+        assert ("ip netns exec mncli-laptop fab -f /var/lib/multinode-sandbox/mncli/fabric.yaml "
+                "-H 198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11 hostkeys detect-user bootstrap") in up.stdout
         status = subprocess.run(fab + ["sandbox.status", "--name", "mncli"], cwd=ROOT, capture_output=True, text=True)
         assert status.stdout.count("sshd running") == 2 and "user user" in status.stdout
     finally:

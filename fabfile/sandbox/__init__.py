@@ -16,6 +16,7 @@ from ..config import split_users
 from ..inventory import BadInput
 from . import image
 from .cluster import MAX_NODES, Sandbox, all_sandboxes
+from .forge import FORGE_IP
 
 __all__ = ["Sandbox", "image", "ns"]
 
@@ -53,8 +54,11 @@ def up(c, nodes=None, users=None, key=None, name="mnsb"):
     print(f"sandbox {name}: {count} node(s) up")
     for n in sandbox.nodes:
         print(f"  node{n['nid']}  public {n['public']:<13} private {n['private']:<13} user {n['user']}")
-    print("Run multinode from the laptop namespace (it reaches the public addresses only):")
-    print(f"  ip netns exec {sandbox.laptop} fab -H {sandbox.hosts} hostkeys detect-user")
+    print(f"  forge   {FORGE_IP}  git://{FORGE_IP}/workspace.git, dotfiles.git; http://{FORGE_IP}:8080/")
+    print("Run multinode from the laptop namespace (it reaches the public addresses only);")
+    print(f"{sandbox.forge.config_file} points bootstrap at the forge instead of the internet:")
+    print(f"  ip netns exec {sandbox.laptop} fab -f {sandbox.forge.config_file} -H {sandbox.hosts} "
+          "hostkeys detect-user bootstrap")
     print(f"Remove it with: fab sandbox.down --name {name}")
 
 

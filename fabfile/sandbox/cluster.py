@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,17 +80,22 @@ class Sandbox:
         self.switch = f"{name}-sw"
         self.laptop = f"{name}-laptop"
         self.nodes = []
+        self._lock = threading.Lock()
         self._load()
 
     # -- state ---------------------------------------------------------------
     def _load(self):
-        path = self.dir / "state.json"
-        if path.exists():
-            self.nodes = json.loads(path.read_text())["nodes"]
+        try:
+            self.nodes = json.loads((self.dir / "state.json").read_text())["nodes"]
+        except (OSError, ValueError, KeyError):
+            self.nodes = []  # down() still finds everything by the namespaces' names
 
     def _save(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "state.json").write_text(json.dumps({"nodes": self.nodes}, indent=2))
+        with self._lock:  # sshd starts in parallel threads
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / "state.json.tmp"
+            tmp.write_text(json.dumps({"nodes": self.nodes}, indent=2))
+            tmp.replace(self.dir / "state.json")
 
     def node(self, nid):
         return self.nodes[nid]

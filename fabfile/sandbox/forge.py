@@ -10,6 +10,7 @@ with a file encrypted to a fresh age key (kept as ``age-key.txt``).
 """
 
 import glob
+import json
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,12 @@ class Forge:
         logfile.close()
         for port in (9418, 8080):
             self._wait(port)
+        self.config_file.write_text(json.dumps({"multinode": self.config()}, indent=2) + "\n")
+
+    @property
+    def config_file(self):
+        """A Fabric config file pointing multinode at this forge: ``fab -f FILE ...``."""
+        return self.sandbox.dir / "fabric.yaml"
 
     def _wait(self, port):
         probe = f"import socket; socket.create_connection(('{FORGE_IP}', {port}), timeout=1)"

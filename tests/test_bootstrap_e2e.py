@@ -1,0 +1,143 @@
+"""End to end: fab bootstrap on real sandbox nodes, fed by the local forge.
+
+Everything a node fetches comes from the forge for real (git daemon, HTTP):
+the workspace and dotfiles repositories, uv, chezmoi, age, the wheelhouse.
+Docker alone is preinstalled in the node image (its install needs the
+internet); bootstrap puts the login user in its group.
+"""
+
+import hashlib
+
+import pytest
+
+from fabfile.sandbox.forge import SECRET_TEXT
+from tests.conftest import USERS
+from tests.test_hostkeys_users_e2e import accepted, rows
+
+SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-test-9f8e7d6c5b4a", "HF_TOKEN": "hf_testtoken_1a2b3c4d"}
+WANDB = "wandb-test-key-5e6f7a8b"
+MANAGED = [
+    "~/.env", "~/.netrc", "~/.cache/huggingface/token", "~/key.txt", "~/.config/chezmoi/chezmoi.toml",
+    "~/.secret", "~/.bash_aliases", "~/.ssh/id_ed25519", "~/.ssh/id_ed25519.pub", "~/.ssh/authorized_keys",
+    "~/.gitconfig", "/etc/hosts", "/etc/group",
+]
+
+
+@pytest.fixture
+def configured(laptop, sandbox):
+    wandb = laptop.home / "wandb.key"
+    wandb.write_text(WANDB + "\n")
+    laptop.env.update(SECRETS)
+    laptop.configure(
+        **sandbox.forge.config(),
+        git={"name": "Ada Lovelace", "email": "ada@example.invalid"},
+        secrets={"files": {"WANDB_API_KEY": str(wandb)}},
+        log_dir=str(laptop.home / "logs"),
+        tools=[{"name": "hello", "check": "test -x ~/.local/bin/hello",
+                "install": "printf '#!/bin/sh\\necho hi\\n' > ~/.local/bin/hello && chmod +x ~/.local/bin/hello"}],
+    )
+    return laptop
+
+
+def node_sh(sandbox, nid, script):
+    return sandbox.exec(nid, "bash", "-c", script, user=USERS[nid], check=False)
+
+
+def checksums(sandbox, nid):
+    files = " ".join(MANAGED)
+    return node_sh(sandbox, nid, f"cd ~ && stat -c '%n %a %Y' {files} && sha256sum {files}").stdout
+
+
+def no_secret_in(text, where):
+    for value in [*SECRETS.values(), WANDB]:
+        assert value not in text, f"secret found in {where}"
+
+
+def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
+    laptop, sb = configured, healthy
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    no_secret_in(r.stdout + r.stderr, "fab's output")
+    cluster_pub = (laptop.home / ".config/multinode/cluster_key.pub").read_text()
+    laptop_pub = (laptop.home / ".ssh/id_ed25519.pub").read_text()
+    for nid, user in enumerate(USERS):
+        home = f"/home/{user}"
+        check = node_sh(sb, nid, (
+            "set -e; cd /workspace/workspace; git rev-parse --abbrev-ref HEAD;"
+            " venv/bin/python -c 'import six; print(six.__version__)';"
+            " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/id_ed25519;"
+            " cat ~/.env ~/.netrc ~/.cache/huggingface/token ~/.secret;"
+            " git config --global user.email; id -nG; test ! -e ~/.cache/multinode/stage && echo unstaged"))
+        assert check.returncode == 0, check.stdout + check.stderr
+        out = check.stdout
+        assert out.startswith("main\n1.17.0\n600\n600\n600\n600\n600\n")
+        assert f"export ANTHROPIC_API_KEY={SECRETS['ANTHROPIC_API_KEY']}\n" in out
+        assert f"machine api.wandb.ai\n  login user\n  password {WANDB}\n" in out
+        assert f"{SECRETS['HF_TOKEN']}\n" in out
+        assert SECRET_TEXT in out  # the age-encrypted dotfile, decrypted by chezmoi
+        assert "ada@example.invalid\n" in out and "docker" in out.split("ada@example.invalid\n")[1]
+        assert out.endswith("unstaged\n")
+        keys = node_sh(sb, nid, "cat ~/.ssh/id_ed25519.pub ~/.ssh/authorized_keys").stdout
+        assert keys.startswith(cluster_pub) and cluster_pub.strip() in keys.splitlines()[1:]
+        assert laptop_pub.split()[1] not in node_sh(sb, nid, "cat ~/.ssh/id_ed25519").stdout
+        hosts = sb.exec(nid, "cat", "/etc/hosts").stdout
+        assert "127.0.1.1" not in hosts
+        for other in sb.nodes:
+            assert f"{other['private']}\trental{other['nid']}" in hosts
+        # Logs: on the node and on the laptop, holding the steps and no secret.
+        remote_log = sb.exec(nid, "cat", "/workspace/onstart.log").stdout
+        local_log = (laptop.home / "logs" / f"setup_rental{nid}.log").read_text()
+        assert "STEP dotfiles" in remote_log and "STEP dotfiles" in local_log
+        script = node_sh(sb, nid, "cat ~/.cache/multinode/node.sh").stdout
+        for text, where in ((remote_log, "onstart.log"), (local_log, "local log"), (script, "node.sh")):
+            no_secret_in(text, where)
+    # The cluster key works between nodes.
+    hop = node_sh(sb, 0, f"ssh -o StrictHostKeyChecking=no -o BatchMode=yes {USERS[1]}@{sb.nodes[1]['private']} hostname")
+    assert hop.stdout == "node1\n", hop.stderr
+
+    before = [checksums(sb, n) for n in range(3)]
+    again = laptop.fab("bootstrap", timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    steps = [line for line in again.stdout.splitlines() if line.startswith("STEP ")]
+    assert len(steps) == 27 and all(line.split()[2] == "ok" for line in steps), "\n".join(steps)
+    assert [checksums(sb, n) for n in range(3)] == before
+    assert "node     user    result  duration  changed  ok  skipped  failed" in again.stdout
+    assert all(line.split()[4:] == ["0", "9", "0", "0"] for line in again.stdout.splitlines()
+               if line.startswith("rental") and "s " in line and line.split()[2] == "ok")
+
+
+def test_a_stopped_node_fails_alone(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+    sb.stop_sshd(2)
+    r = laptop.fab("bootstrap", "--tail", "5", timeout=300)
+    assert r.returncode == 1
+    got = rows(r.stdout, "bootstrap")
+    assert got["rental2"][0] == "FAILED" and "connection refused by 198.18.0.12" in got["rental2"][1]
+    assert got["rental0"][0] in ("ok", "changed") and got["rental1"][0] in ("ok", "changed")
+    assert "rental2  198.18.0.12  bootstrap: connection refused" in r.stdout
+
+
+def test_dry_run_connects_to_nothing(configured, sandbox):
+    laptop = configured
+    before = [accepted(sandbox, n) for n in range(3)]
+    logs = [sandbox.sshd_log(n) for n in range(3)]
+    r = laptop.fab("-H", sandbox.hosts, "bootstrap", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for nid in range(3):
+        assert f"=== rental{nid} 198.18.0.1{nid}: ~/.cache/multinode/node.sh" in r.stdout
+    assert "NID=2\n" in r.stdout and "SINGLE_NODE=false" in r.stdout
+    assert "env (" in r.stdout and "age_key (" in r.stdout and "cluster_key (" in r.stdout
+    no_secret_in(r.stdout + r.stderr, "--dry-run output")
+    assert [sandbox.sshd_log(n) for n in range(3)] == logs and [accepted(sandbox, n) for n in range(3)] == before
+    assert not (laptop.home / "logs").exists()
+
+
+def test_single_node_bootstrap(configured, healthy):
+    laptop, sb = configured, healthy
+    node = sb.nodes[0]
+    r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SINGLE_NODE=true" in sb.exec(0, "cat", "/home/ubuntu/.cache/multinode/node.sh").stdout
+    assert hashlib.sha256(r.stdout.encode()).hexdigest()  # output exists
+    assert "rental0  ubuntu  ok" in r.stdout

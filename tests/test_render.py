@@ -1,0 +1,60 @@
+"""Unit tests: rendering node scripts (no network)."""
+
+import subprocess
+
+import pytest
+from jinja2 import UndefinedError
+
+from fabfile.bootstrap import STEPS, node_script, options, parse_steps, repo_name
+from fabfile.config import DEFAULTS
+from fabfile.inventory import parse_hosts
+from fabfile.render import quote, render, shell_args
+
+
+def opts(**over):
+    return options({"multinode": {**DEFAULTS, **over}})
+
+
+def test_values_are_quoted_and_the_script_parses():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    o = opts(repo={"url": "git://h/it's $(reboot).git", "branch": "main", "name": ""},
+             git={"name": "O'Brien; rm -rf /", "email": "a@b"})
+    script = node_script(nodes[1], nodes, o, ["HF_TOKEN"])
+    assert "REPO_URL='git://h/it'\"'\"'s $(reboot).git'" in script
+    assert "GIT_NAME='O'\"'\"'Brien; rm -rf /'" in script
+    assert "NID=1\n" in script and "IHN=false\n" in script and "RAY_HEAD_IP=198.19.0.10\n" in script
+    assert "SINGLE_NODE=false\n" in script
+    assert [line.split()[1] for line in script.splitlines() if line.startswith("run_step ")] == STEPS
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert node_script(nodes[1], nodes, o, ["HF_TOKEN"]) == script  # same input, same bytes
+
+
+def test_single_node_and_head_flags():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    script = node_script(nodes[0], nodes, opts(), [])
+    assert "IHN=true\n" in script and "SINGLE_NODE=true\n" in script
+
+
+def test_missing_variable_is_an_error_not_an_empty_string():
+    with pytest.raises(UndefinedError):
+        render("node.sh.j2", nid=0)
+
+
+def test_helpers():
+    assert quote(True) == "true" and quote("a b") == "'a b'"
+    assert shell_args(("--index-url", ""), ("--find-links", "http://x/w/"), ("--no-index", True)) == \
+        "--find-links http://x/w/ --no-index"
+    assert repo_name({"url": "git@github.com:me/proj.git", "name": ""}) == "proj"
+    assert repo_name({"url": "https://h/me/proj/", "name": ""}) == "proj"
+    assert repo_name({"url": "x", "name": "mine"}) == "mine"
+    out = "noise\nSTEP git ok Ada <a@b>\nSTEP docker failed exit 3\nSTEPS x\n"
+    assert parse_steps(out) == [("git", "ok", "Ada <a@b>"), ("docker", "failed", "exit 3")]
+
+
+def test_bad_tools_and_workspace_refused():
+    from fabfile.inventory import BadInput
+
+    with pytest.raises(BadInput, match="tools entry"):
+        opts(tools=[{"name": "x"}])
+    with pytest.raises(BadInput, match="'workspace'"):
+        opts(workspace="workspace")
