@@ -5,6 +5,7 @@ directory on the node (files 0600), which the script removes when it ends:
 never in a command line, the rendered script, a log or this output.
 """
 
+import json
 import os
 import re
 import shlex
@@ -22,7 +23,14 @@ from .session import Outcome, session_of
 
 STAGE = ".cache/multinode/stage"
 SCRIPT = ".cache/multinode/node.sh"
-STEPS = ["workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "tools"]
+STEPS = ["workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
+         "tools", "tmux", "ray"]
+MULTI_NODE_ONLY = {"network", "nccl", "ray"}
+
+
+def steps_for(nodes):
+    """A single node has no Ray and no NCCL networking."""
+    return [s for s in STEPS if len(nodes) > 1 or s not in MULTI_NODE_ONLY]
 STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*)$")
 
 
@@ -113,11 +121,12 @@ def node_script(node, nodes, opts, missing):
     return render(
         "node.sh.j2",
         nid=node.nid, ihn=node.nid == 0, ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
-        alias=node.alias, nodes=nodes, steps=STEPS, missing_secrets=missing,
+        alias=node.alias, private_ip=node.private, nodes=nodes, steps=steps_for(nodes), missing_secrets=missing,
         repo_name=repo_name(opts["repo"]),
         uv_index_args=shell_args(("--index-url", py["index_url"]), ("--find-links", py["find_links"]),
                                  ("--no-index", bool(py["no_index"]))),
-        **{k: opts[k] for k in ("workspace", "repo", "python", "dotfiles", "git", "installers", "tools")},
+        **{k: opts[k] for k in ("workspace", "repo", "python", "dotfiles", "git", "installers", "tools", "network",
+                                "nccl", "ray")},
     )
 
 
@@ -188,6 +197,49 @@ def bootstrap(c, dry_run=False, tail=None):
     session.each("bootstrap", run)
     show_logs(session, results, tail)
     show_table(session, results)
+    if len(nodes) > 1:
+        check_ray(session, opts)
+
+
+# Run on the head: wait until every expected private address is an alive Ray node.
+RAY_MEMBERS = """
+import json, sys, time
+import ray
+address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+deadline = time.time() + wait
+while True:
+    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    if want <= alive or time.time() > deadline:
+        break
+    time.sleep(1)
+print("RAY_MEMBERS " + json.dumps(sorted(alive)))
+"""
+
+
+def check_ray(session, opts):
+    """From the head: does Ray list every node? Missing nodes fail the run."""
+    head = session.head
+    port, wait = opts["ray"]["port"], opts["ray"]["wait"]
+    venv_python = f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/python"
+    want = [n.private for n in session.nodes]
+
+    def members(node, cxn):
+        cmd = " ".join(shlex.quote(str(a)) for a in
+                       [venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want])
+        out = cxn.run(cmd, hide=True, in_stream=False).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
+        return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
+
+    found = session.each("ray", members, quiet=True, only=[head])
+    if head.alias not in found:
+        return
+    alive = found[head.alias].value
+    for node in session.nodes:
+        if node.private not in alive:
+            session.fail(node, "ray", f"not in the Ray cluster of {head.private}:{port} after {wait}s")
+    session.report.line("ray", head, "ok" if len(alive & set(want)) == len(want) else "incomplete",
+                        f"{len(alive & set(want))} of {len(want)} node(s) in the Ray cluster")
 
 
 def show_logs(session, results, tail):

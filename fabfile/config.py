@@ -49,6 +49,13 @@ DEFAULTS = {
     "tools": [
         {"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"},
     ],
+    # Multi-node only: every node must reach its peers' private address on this port first.
+    "network": {"check_port": 22, "timeout": 5},
+    # NCCL/Gloo: the interface is the one carrying the private address; HCAs from sysfs.
+    "nccl": {"sysfs_root": "/sys"},
+    # Ray (from the workspace venv), in tmux session `ray`; `wait`: seconds for it to join.
+    # start_flags go to every `ray start`, head_flags to the head's only.
+    "ray": {"port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
     # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
     "log_dir": "/tmp",
     "tail": 100,

@@ -81,13 +81,13 @@ class Session:
         self.failed.setdefault(node.alias, (task, reason))
         self.report.line(task, node, "failed", reason)
 
-    def each(self, task, fn, connect=True, quiet=False):
-        """Run ``fn(node, cxn)`` (``fn(node)`` unless ``connect``) on every live node.
+    def each(self, task, fn, connect=True, quiet=False, only=None):
+        """Run ``fn(node, cxn)`` (``fn(node)`` unless ``connect``) on every live node (of ``only``).
 
         Returns ``{alias: Outcome}`` for the nodes that succeeded. Failures are
         reported at once; successes too, unless ``quiet`` (the task reports).
         """
-        for node in self.nodes:
+        for node in only or self.nodes:
             if node.alias in self.failed:
                 self.report.line(task, node, "skipped", f"failed earlier in {self.failed[node.alias][0]}")
 
@@ -101,7 +101,7 @@ class Session:
                 self.report.line(task, node, outcome.status, outcome.detail)
             return node.alias, outcome
 
-        targets = self.alive()
+        targets = [n for n in only or self.nodes if n.alias not in self.failed]
         if not targets:
             return {}
         with ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets))) as pool:

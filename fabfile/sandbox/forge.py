@@ -23,7 +23,10 @@ from . import image
 FORGE_IP = "198.18.0.2"
 HTTP = f"http://{FORGE_IP}:8080"
 GIT = f"git://{FORGE_IP}"
-WHEELS = ["six==1.17.0"]
+# The nodes' Python is Debian 12's 3.11: wheels for it, whatever runs this.
+WHEELS = ["six==1.17.0", "ray==2.60.0"]
+NODE_WHEEL_TAGS = ["--python-version", "3.11", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
+                   "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64"]
 SID = "deb [trusted=yes] http://deb.debian.org/debian sid main\n"
 
 
@@ -50,7 +53,7 @@ def _debs(dest, packages, sources=None):
 
 def assets(log=print):
     """The cached downloads: ``bin/`` (uv, chezmoi, age, age-keygen) and ``wheels/``."""
-    root = image.cache_dir() / "forge-assets-1"
+    root = image.cache_dir() / "forge-assets-2"
     if (root / ".complete").exists():
         return root
     log(f"sandbox: fetching the forge's downloads into {root} (once)")
@@ -58,10 +61,10 @@ def assets(log=print):
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "bin").mkdir(parents=True)
     (tmp / "wheels").mkdir()
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
-    _run(*pip, "-d", tmp / "wheels", *WHEELS)
+    pip = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-q"]
+    _run(*pip, *NODE_WHEEL_TAGS, "-d", tmp / "wheels", *WHEELS)
     with tempfile.TemporaryDirectory() as whl:
-        _run(*pip, "-d", whl, "--platform", "manylinux2014_x86_64", "uv")
+        _run(*pip, "--no-deps", "-d", whl, "--platform", "manylinux2014_x86_64", "uv")
         _run(sys.executable, "-m", "zipfile", "-e", glob.glob(f"{whl}/uv-*.whl")[0], whl)
         shutil.copy2(glob.glob(f"{whl}/uv-*.data/scripts/uv")[0], tmp / "bin/uv")
     (tmp / "bin/uv").chmod(0o755)
@@ -90,7 +93,7 @@ PYPROJECT = """\
 name = "workspace"
 version = "0.1.0"
 requires-python = ">=3.9"
-dependencies = ["six"]
+dependencies = ["six", "ray"]
 """
 
 SECRET_TEXT = "sandbox dotfiles secret: decrypted\n"
@@ -114,7 +117,7 @@ def populate(root, log=print):
            "PATH": "/usr/bin:/bin", "HOME": str(root)}
     _repo(root / "git/workspace.git", {
         "pyproject.toml": PYPROJECT,
-        "train.py": "import six\nprint('training with six', six.__version__)\n",
+        "train.py": "import ray\nray.init(address='auto')\nprint(ray.cluster_resources())\n",
     }, env)
     _repo(root / "git/dotfiles.git", {
         "dot_bash_aliases": "alias ll='ls -l'\n",
@@ -172,6 +175,9 @@ class Forge:
             "repo": {"url": f"{GIT}/workspace.git", "branch": "main"},
             "python": {"find_links": f"{HTTP}/wheels/", "no_index": True},
             "dotfiles": {"repo": f"{GIT}/dotfiles.git", "age_key": str(self.age_key)},
+            # Small Ray nodes: a sandbox node is not a GPU machine.
+            "ray": {"start_flags": "--num-cpus=1 --object-store-memory=100000000"},
+            "tools": [],  # the default (Claude Code's CLI) installs from the internet
             "installers": {
                 "uv": fetch.format(url=HTTP, b="uv"),
                 "chezmoi": fetch.format(url=HTTP, b="chezmoi"),
