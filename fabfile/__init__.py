@@ -7,7 +7,7 @@ the ``multinode`` console script anywhere.
 from . import compat  # noqa: F401  (before anything imports patchwork)
 from invoke import Collection
 
-from . import bootstrap, hostkeys, sandbox, users
+from . import bootstrap, headssh, hostkeys, sandbox, tmux, users
 from .config import DEFAULTS
 from .executor import ClusterExecutor
 from .inventory import BadInput, Node, parse_hosts
@@ -19,5 +19,7 @@ ns = Collection()
 ns.add_task(hostkeys.hostkeys)
 ns.add_task(users.detect_user)
 ns.add_task(bootstrap.bootstrap)
+ns.add_task(headssh.head_ssh)
+ns.add_task(tmux.tmux)
 ns.add_collection(sandbox.ns)
 ns.configure({"multinode": DEFAULTS})

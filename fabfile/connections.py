@@ -148,4 +148,5 @@ def describe(exc):
         return f"command exited {result.exited}: {last[0]}".rstrip(": ")
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "timed out"
-    return f"{type(exc).__name__}: {exc}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")

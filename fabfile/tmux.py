@@ -1,0 +1,55 @@
+"""tmux: the ``multinode`` session on the head, one pane per node.
+
+Window ``head`` holds a local shell; then windows of at most 4 panes
+(``all-nodes`` when the nodes fit in one, else ``nodes-1``, ``nodes-2``, ...):
+the head's pane a local shell, each worker's pane ssh'd to ``workerK`` over
+the private network (the aliases of ``head-ssh``). Rerunning recreates it.
+"""
+
+from invoke import Collection, task
+
+from .headssh import worker_name
+from .inventory import BadInput
+from .render import quote, render
+from .session import Outcome, session_of
+
+SESSION = "multinode"
+PER_WINDOW = 4
+
+
+def layout(nodes, per_window=PER_WINDOW):
+    """Windows (name, panes) for ``nodes``: the head first, 4 panes at most each."""
+    chunks = [nodes[i:i + per_window] for i in range(0, len(nodes), per_window)]
+    names = ["all-nodes"] if len(chunks) == 1 else [f"nodes-{i + 1}" for i in range(len(chunks))]
+    return [
+        {"name": name, "panes": [
+            {"alias": n.alias, "private": n.private, "worker": worker_name(n) if n.nid else None} for n in chunk
+        ]}
+        for name, chunk in zip(names, chunks)
+    ]
+
+
+@task(help={"nodes": "how many nodes get a pane, head first (default: all of the cluster)"})
+def tmux(c, nodes=None):
+    """Create the multinode tmux session on the head, a pane per node."""
+    session = session_of(c)
+    try:
+        count = len(session.nodes) if nodes is None else int(nodes)
+        if not 1 <= count <= len(session.nodes):
+            raise ValueError
+    except ValueError:
+        raise BadInput(f"bad --nodes {nodes!r}: 1 to {len(session.nodes)} (the cluster's size)").exit() from None
+    script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=layout(session.nodes[:count]))
+
+    def run(node, cxn):
+        out = cxn.run(f"bash -c {quote(script)}", in_stream=False, hide=True).stdout
+        windows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
+        return Outcome("changed", ", ".join(f"{name} ({panes})" for name, panes in windows))
+
+    session.each("tmux", run, only=[session.head])
+    if session.head.alias not in session.failed:
+        session.report.write(f"attach: ssh -t {session.head.alias} 'tmux attach -t {SESSION}'")
+
+
+ns = Collection("tmux")
+ns.add_task(tmux)
