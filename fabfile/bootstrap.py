@@ -115,13 +115,17 @@ def cluster_key(state_path):
     return path
 
 
-def node_script(node, nodes, opts, missing):
-    """The rendered script of ``node``: the same input gives the same bytes."""
+def node_script(node, nodes, opts, missing, peers=None):
+    """The rendered script of ``node``: the same input gives the same bytes.
+
+    ``peers``: the nodes taking part (default: all), whose private addresses
+    the network step checks.
+    """
     py = opts["python"]
     return render(
         "node.sh.j2",
         nid=node.nid, ihn=node.nid == 0, ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
-        alias=node.alias, private_ip=node.private, nodes=nodes, steps=steps_for(nodes), missing_secrets=missing,
+        alias=node.alias, private_ip=node.private, nodes=nodes, peers=peers or nodes, steps=steps_for(nodes), missing_secrets=missing,
         repo_name=repo_name(opts["repo"]),
         uv_index_args=shell_args(("--index-url", py["index_url"]), ("--find-links", py["find_links"]),
                                  ("--no-index", bool(py["no_index"]))),
@@ -167,7 +171,11 @@ def bootstrap(c, dry_run=False, tail=None):
     nodes = session.nodes
     key_path = cluster_key(session.settings.state)
     files, missing = staged_files(opts, key_path)
-    scripts = {n.alias: node_script(n, nodes, opts, missing) for n in nodes}
+    if not dry_run:
+        # Log in everywhere first: the head then checks only the workers taking part.
+        session.each("bootstrap", lambda node, cxn: Outcome("ok"), quiet=True)
+    peers = session.alive()
+    scripts = {n.alias: node_script(n, nodes, opts, missing, peers) for n in nodes}
     if dry_run:
         for node in nodes:
             print(f"=== {node.alias} {node.address}: ~/{SCRIPT} ({len(scripts[node.alias])} bytes)")
@@ -197,7 +205,7 @@ def bootstrap(c, dry_run=False, tail=None):
     session.each("bootstrap", run)
     show_logs(session, results, tail)
     show_table(session, results)
-    if len(nodes) > 1:
+    if len(nodes) > 1 and opts["ray"]["enabled"]:
         check_ray(session, opts)
 
 
@@ -222,7 +230,7 @@ def check_ray(session, opts):
     head = session.head
     port, wait = opts["ray"]["port"], opts["ray"]["wait"]
     venv_python = f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/python"
-    want = [n.private for n in session.nodes]
+    want = [n.private for n in session.alive()]  # failed nodes are named already
 
     def members(node, cxn):
         cmd = " ".join(shlex.quote(str(a)) for a in
@@ -235,7 +243,7 @@ def check_ray(session, opts):
     if head.alias not in found:
         return
     alive = found[head.alias].value
-    for node in session.nodes:
+    for node in session.alive():
         if node.private not in alive:
             session.fail(node, "ray", f"not in the Ray cluster of {head.private}:{port} after {wait}s")
     session.report.line("ray", head, "ok" if len(alive & set(want)) == len(want) else "incomplete",

@@ -54,8 +54,9 @@ DEFAULTS = {
     # NCCL/Gloo: the interface is the one carrying the private address; HCAs from sysfs.
     "nccl": {"sysfs_root": "/sys"},
     # Ray (from the workspace venv), in tmux session `ray`; `wait`: seconds for it to join.
-    # start_flags go to every `ray start`, head_flags to the head's only.
-    "ray": {"port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
+    # start_flags go to every `ray start`, head_flags to the head's only;
+    # enabled: false leaves Ray out (the ray step is skipped).
+    "ray": {"enabled": True, "port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
     # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
     "log_dir": "/tmp",
     "tail": 100,

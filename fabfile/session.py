@@ -88,7 +88,7 @@ class Session:
         reported at once; successes too, unless ``quiet`` (the task reports).
         """
         for node in only or self.nodes:
-            if node.alias in self.failed:
+            if node.alias in self.failed and self.failed[node.alias][0] != task:  # said once per task
                 self.report.line(task, node, "skipped", f"failed earlier in {self.failed[node.alias][0]}")
 
         def work(node):

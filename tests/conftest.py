@@ -18,6 +18,13 @@ from fabfile.sandbox import Sandbox
 ROOT = Path(__file__).resolve().parents[1]
 FAB = str(Path(sys.executable).parent / "fab")
 USERS = ["ubuntu", "user", "ubuntu"]
+SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-test-9f8e7d6c5b4a", "HF_TOKEN": "hf_testtoken_1a2b3c4d"}
+WANDB = "wandb-test-key-5e6f7a8b"
+
+
+def node_sh(sandbox, nid, script):
+    """Run a bash script on a sandbox node as its login user."""
+    return sandbox.exec(nid, "bash", "-c", script, user=sandbox.nodes[nid]["user"], check=False)
 
 
 class Laptop:
@@ -80,6 +87,22 @@ def sandbox(laptop_key):
 
 
 @pytest.fixture
+def make_sandbox(laptop_key, tmp_path):
+    """Extra sandboxes for one test (another name, other nodes), always torn down."""
+    made = []
+
+    def make(name, users):
+        sb = Sandbox(name)
+        made.append(sb)
+        sb.up(users, Path(f"{laptop_key}.pub").read_text())
+        return sb, Laptop(sb, tmp_path / f"home-{name}", laptop_key)
+
+    yield make
+    for sb in made:
+        sb.down()
+
+
+@pytest.fixture
 def laptop(sandbox, laptop_key, tmp_path):
     return Laptop(sandbox, tmp_path / "home", laptop_key)
 
@@ -92,3 +115,19 @@ def healthy(sandbox):
         sandbox.exec(nid, "ip", "link", "set", "eth0", "up")
         if not sandbox.nodes[nid].get("sshd_pid"):
             sandbox.start_sshd(nid)
+
+
+@pytest.fixture
+def configured(laptop, sandbox):
+    wandb = laptop.home / "wandb.key"
+    wandb.write_text(WANDB + "\n")
+    laptop.env.update(SECRETS)
+    laptop.configure(**{
+        **sandbox.forge.config(),
+        "git": {"name": "Ada Lovelace", "email": "ada@example.invalid"},
+        "secrets": {"files": {"WANDB_API_KEY": str(wandb)}},
+        "log_dir": str(laptop.home / "logs"),
+        "tools": [{"name": "hello", "check": "test -x ~/.local/bin/hello",
+                   "install": "printf '#!/bin/sh\\necho hi\\n' > ~/.local/bin/hello && chmod +x ~/.local/bin/hello"}],
+    })
+    return laptop

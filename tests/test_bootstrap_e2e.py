@@ -6,41 +6,15 @@ Docker alone is preinstalled in the node image (its install needs the
 internet); bootstrap puts the login user in its group.
 """
 
-import hashlib
-
-import pytest
-
 from fabfile.sandbox.forge import SECRET_TEXT
-from tests.conftest import USERS
+from tests.conftest import SECRETS, USERS, WANDB, node_sh
 from tests.test_hostkeys_users_e2e import accepted, rows
 
-SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-test-9f8e7d6c5b4a", "HF_TOKEN": "hf_testtoken_1a2b3c4d"}
-WANDB = "wandb-test-key-5e6f7a8b"
 MANAGED = [
     "~/.env", "~/.netrc", "~/.cache/huggingface/token", "~/key.txt", "~/.config/chezmoi/chezmoi.toml",
     "~/.secret", "~/.bash_aliases", "~/.ssh/id_ed25519", "~/.ssh/id_ed25519.pub", "~/.ssh/authorized_keys",
-    "~/.gitconfig", "/etc/hosts", "/etc/group",
+    "~/.gitconfig", "~/.bashrc", "/etc/hosts", "/etc/group", "/etc/nccl.conf",
 ]
-
-
-@pytest.fixture
-def configured(laptop, sandbox):
-    wandb = laptop.home / "wandb.key"
-    wandb.write_text(WANDB + "\n")
-    laptop.env.update(SECRETS)
-    laptop.configure(
-        **sandbox.forge.config(),
-        git={"name": "Ada Lovelace", "email": "ada@example.invalid"},
-        secrets={"files": {"WANDB_API_KEY": str(wandb)}},
-        log_dir=str(laptop.home / "logs"),
-        tools=[{"name": "hello", "check": "test -x ~/.local/bin/hello",
-                "install": "printf '#!/bin/sh\\necho hi\\n' > ~/.local/bin/hello && chmod +x ~/.local/bin/hello"}],
-    )
-    return laptop
-
-
-def node_sh(sandbox, nid, script):
-    return sandbox.exec(nid, "bash", "-c", script, user=USERS[nid], check=False)
 
 
 def checksums(sandbox, nid):
@@ -99,10 +73,10 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
     again = laptop.fab("bootstrap", timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     steps = [line for line in again.stdout.splitlines() if line.startswith("STEP ")]
-    assert len(steps) == 27 and all(line.split()[2] == "ok" for line in steps), "\n".join(steps)
+    assert len(steps) == 39 and all(line.split()[2] == "ok" for line in steps), "\n".join(steps)
     assert [checksums(sb, n) for n in range(3)] == before
     assert "node     user    result  duration  changed  ok  skipped  failed" in again.stdout
-    assert all(line.split()[4:] == ["0", "9", "0", "0"] for line in again.stdout.splitlines()
+    assert all(line.split()[4:] == ["0", "13", "0", "0"] for line in again.stdout.splitlines()
                if line.startswith("rental") and "s " in line and line.split()[2] == "ok")
 
 
@@ -131,13 +105,3 @@ def test_dry_run_connects_to_nothing(configured, sandbox):
     no_secret_in(r.stdout + r.stderr, "--dry-run output")
     assert [sandbox.sshd_log(n) for n in range(3)] == logs and [accepted(sandbox, n) for n in range(3)] == before
     assert not (laptop.home / "logs").exists()
-
-
-def test_single_node_bootstrap(configured, healthy):
-    laptop, sb = configured, healthy
-    node = sb.nodes[0]
-    r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SINGLE_NODE=true" in sb.exec(0, "cat", "/home/ubuntu/.cache/multinode/node.sh").stdout
-    assert hashlib.sha256(r.stdout.encode()).hexdigest()  # output exists
-    assert "rental0  ubuntu  ok" in r.stdout

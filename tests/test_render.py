@@ -58,3 +58,21 @@ def test_bad_tools_and_workspace_refused():
         opts(tools=[{"name": "x"}])
     with pytest.raises(BadInput, match="'workspace'"):
         opts(workspace="workspace")
+
+
+def test_tmux_layout_windows_of_four_head_first():
+    from fabfile.tmux import layout
+
+    three = layout(parse_hosts(",".join(f"198.18.0.{10 + i}:198.19.0.{10 + i}" for i in range(3))))
+    assert [(w["name"], [p["worker"] for p in w["panes"]]) for w in three] == [
+        ("all-nodes", [None, "worker1", "worker2"])]
+    six = layout(parse_hosts(",".join(f"198.18.0.{10 + i}:198.19.0.{10 + i}" for i in range(6))))
+    assert [(w["name"], len(w["panes"])) for w in six] == [("nodes-1", 4), ("nodes-2", 2)]
+    assert six[1]["panes"][0] == {"alias": "rental4", "private": "198.19.0.14", "worker": "worker4"}
+
+
+def test_single_node_script_has_no_cluster_steps():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    script = node_script(nodes[0], nodes, opts(), [])
+    steps = [line.split()[1] for line in script.splitlines() if line.startswith("run_step ")]
+    assert "ray" not in steps and "nccl" not in steps and "network" not in steps and "tmux" in steps

@@ -1,0 +1,164 @@
+"""End to end: Ray across the sandbox nodes, NCCL networking, head-ssh, tmux.
+
+Ray runs for real over the nodes' private network, installed into the
+workspace venv from the forge's wheelhouse, kept small by its start flags.
+"""
+
+import json
+import time
+
+from tests.conftest import node_sh
+from tests.test_hostkeys_users_e2e import rows
+
+VENV = "/workspace/workspace/venv/bin"
+
+# Run on the head: a task pinned to each alive node reports that node's hostname.
+PINNED = """
+import json, socket, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+@ray.remote(num_cpus=0)
+def where():
+    return socket.gethostname()
+nodes = [n for n in ray.nodes() if n["Alive"]]
+got = ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+               for n in nodes])
+print(json.dumps(sorted(zip([n["NodeManagerAddress"] for n in nodes], got))))
+"""
+
+
+def ray_pids(sb, nid):
+    return node_sh(sb, nid, "pgrep -x raylet; pgrep -x gcs_server || true").stdout.split()
+
+
+def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
+    laptop, sb = configured, healthy
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", "head-ssh", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(r.stdout, "ray")["rental0"] == ("ok", "3 of 3 node(s) in the Ray cluster")
+
+    # `ray status` (the autoscaler's view) catches up with the GCS within seconds.
+    deadline = time.time() + 60
+    while True:
+        status = node_sh(sb, 0, f"{VENV}/ray status --address 198.19.0.10:6379")
+        if status.stdout.count(" node_") == 3 or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert status.stdout.count(" node_") == 3, status.stdout + status.stderr
+    pinned = node_sh(sb, 0, f"{VENV}/python -c '{PINNED}'")
+    assert json.loads(pinned.stdout.strip().splitlines()[-1]) == [
+        ["198.19.0.10", "node0"], ["198.19.0.11", "node1"], ["198.19.0.12", "node2"]], pinned.stderr
+    for nid in range(3):
+        sessions = node_sh(sb, nid, "tmux list-sessions -F '#S'").stdout.split()
+        assert {"exec", "ray"} <= set(sessions)
+        bashrc = node_sh(sb, nid, "cat ~/.bashrc").stdout
+        assert "export NCCL_SOCKET_IFNAME=ens7\nexport GLOO_SOCKET_IFNAME=ens7\nexport NCCL_IB_DISABLE=1\n" in bashrc
+        assert "NCCL_SOCKET_IFNAME=ens7\n" in sb.exec(nid, "cat", "/etc/nccl.conf").stdout
+
+    # head-ssh: workers by alias over the private network, strict host keys.
+    for nid in (1, 2):
+        assert rows(r.stdout, "head-ssh")[f"rental{nid}"] == ("ok", f"rental0 -> worker{nid} (198.19.0.1{nid}): node{nid}")
+    hop = node_sh(sb, 0, "ssh -o StrictHostKeyChecking=yes -o BatchMode=yes worker2 hostname")
+    assert hop.stdout == "node2\n", hop.stderr
+
+    # A second bootstrap leaves the running, joined Ray alone.
+    before = [ray_pids(sb, n) for n in range(3)]
+    again = laptop.fab("bootstrap", "--tail", "0", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [ray_pids(sb, n) for n in range(3)] == before
+    assert rows(again.stdout, "bootstrap") == {f"rental{n}": ("ok", "13 steps, changed: none") for n in range(3)}
+
+    # tmux: window head, then all-nodes with a pane logged in on each node.
+    t = laptop.fab("tmux", "--nodes", "3")
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "attach: ssh -t rental0 'tmux attach -t multinode'" in t.stdout
+    windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
+    assert windows.splitlines() == ["head 1", "all-nodes 3"]
+    assert panes_on(sb, "all-nodes") == ["ubuntu@node0", "user@node1", "ubuntu@node2"]
+    again = laptop.fab("tmux")  # recreated, never duplicated
+    assert again.returncode == 0
+    assert node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split().count("multinode") == 1
+
+
+def panes_on(sb, window, host_pattern=r"[a-z]+@node[0-9]+"):
+    """Each pane's last prompt (user@host), waiting for the ssh logins to finish."""
+    import re
+
+    deadline = time.time() + 30
+    while True:
+        ids = node_sh(sb, 0, f"tmux list-panes -t multinode:{window} -F '#{{pane_id}}'").stdout.split()
+        prompts = []
+        for pane in ids:
+            text = node_sh(sb, 0, f"tmux capture-pane -p -t {pane}").stdout
+            found = re.findall(host_pattern, text)
+            prompts.append(found[-1] if found else "")
+        if all(p and p != "ubuntu@node0" for p in prompts[1:]) or time.time() > deadline:
+            return prompts
+        time.sleep(0.5)
+
+
+def test_worker_joined_to_another_head_is_restarted(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600).returncode == 0
+    # node2 leaves and becomes the head of a cluster of its own.
+    node_sh(sb, 2, f"tmux kill-session -t ray; {VENV}/ray stop --force; "
+                   f"{VENV}/ray start --head --node-ip-address=198.19.0.12 --port=6379 --num-cpus=1 "
+                   "--object-store-memory=100000000 --include-dashboard=false --disable-usage-stats")
+    r = laptop.fab("bootstrap", "--tail", "0", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(r.stdout, "bootstrap")["rental2"] == ("changed", "13 steps, changed: ray")
+    log = (laptop.home / "logs/setup_rental2.log").read_text()
+    assert "STEP ray changed restarted: was not joined to 198.19.0.10:6379; started worker on 198.19.0.12" in log
+    assert rows(r.stdout, "ray")["rental0"] == ("ok", "3 of 3 node(s) in the Ray cluster")
+
+
+def test_fake_infiniband_hcas_are_used(configured, healthy):
+    laptop, sb = configured, healthy
+    fake = "/tmp/fakesys/class/infiniband"
+    for nid in range(3):
+        node_sh(sb, nid, f"mkdir -p {fake}/mlx5_0/ports/1 {fake}/mlx5_1/ports/1 {fake}/mlx5_2/ports/1 && "
+                         f"echo '4: ACTIVE' >{fake}/mlx5_0/ports/1/state && echo '1: DOWN' >{fake}/mlx5_1/ports/1/state"
+                         f" && echo '4: ACTIVE' >{fake}/mlx5_2/ports/1/state")
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"]["nccl"] = {"sysfs_root": "/tmp/fakesys"}
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for nid in range(3):
+        bashrc = node_sh(sb, nid, "cat ~/.bashrc").stdout
+        assert "export NCCL_IB_HCA=mlx5_0,mlx5_2\n" in bashrc and "NCCL_IB_DISABLE" not in bashrc
+        assert "NCCL_IB_HCA=mlx5_0,mlx5_2\n" in sb.exec(nid, "cat", "/etc/nccl.conf").stdout
+    del config["multinode"]["nccl"]
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    assert laptop.fab("bootstrap", "--tail", "0", timeout=600).returncode == 0
+    assert "export NCCL_IB_DISABLE=1\n" in node_sh(sb, 0, "cat ~/.bashrc").stdout
+
+
+def test_single_node_has_no_ray_and_no_nccl(make_sandbox):
+    sb, laptop = make_sandbox("mnone", ["ubuntu"])
+    laptop.configure(**sb.forge.config(), log_dir=str(laptop.home / "logs"))
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(r.stdout, "bootstrap")["rental0"][0] == "changed"
+    log = (laptop.home / "logs/setup_rental0.log").read_text()
+    assert "STEP ray" not in log and "STEP nccl" not in log and "STEP network" not in log
+    assert node_sh(sb, 0, "pgrep -x raylet || echo none").stdout == "none\n"
+    assert "NCCL" not in node_sh(sb, 0, "cat ~/.bashrc").stdout
+    assert sb.exec(0, "test", "-e", "/etc/nccl.conf", check=False).returncode == 1
+    assert "exec" in node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split()
+    assert "head-ssh: a single node has no workers" in laptop.fab("head-ssh").stdout
+
+
+def test_tmux_with_six_nodes(make_sandbox):
+    sb, laptop = make_sandbox("mnsix", ["ubuntu"] * 6)
+    laptop.configure(repo={"url": ""}, dotfiles={"repo": ""}, tools=[], ray={"enabled": False},
+                     installers=sb.forge.config()["installers"], log_dir=str(laptop.home / "logs"))
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", "head-ssh", "tmux",
+                   timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
+    assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
+    assert panes_on(sb, "nodes-1") == ["ubuntu@node0", "ubuntu@node1", "ubuntu@node2", "ubuntu@node3"]
+    assert panes_on(sb, "nodes-2") == ["ubuntu@node4", "ubuntu@node5"]
+    bad = laptop.fab("tmux", "--nodes", "7")
+    assert bad.returncode == 2 and "'7'" in bad.stderr
