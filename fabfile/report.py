@@ -12,13 +12,14 @@ MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skippe
 class Reporter:
     def __init__(self, nodes, stream=None):
         self.stream = stream or sys.stdout
+        self.quiet = False  # --json: only the JSON on stdout, failures on stderr
         self.lock = threading.Lock()
         self.alias_w = max((len(n.alias) for n in nodes), default=6)
         self.addr_w = max((len(n.address) for n in nodes), default=12)
 
     def write(self, text):
         with self.lock:
-            print(text, file=self.stream, flush=True)
+            print(text, file=sys.stderr if self.quiet else self.stream, flush=True)
 
     def line(self, task, node, status, detail=""):
         self.write(

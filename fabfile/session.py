@@ -48,6 +48,7 @@ class Session:
         self.conns = {}
         self.locks = {}
         self.config = None
+        self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""

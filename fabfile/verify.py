@@ -1,0 +1,116 @@
+"""verify: the whole per-node checklist, one table, non-zero exit on any failure.
+
+Each node runs every check in one remote command (one round trip), from a
+rendered script that follows the config (workspace, repo, secrets, tools).
+A check is ✓, ✗ or – (not applicable); the reason of each ✗ is listed under
+the table. ``--json`` prints the results for scripts instead.
+"""
+
+import json as jsonlib
+import re
+import shlex
+import shutil
+
+from invoke import Collection, task
+
+from .bootstrap import _secret, options, repo_name
+from .headssh import worker_name
+from .connections import NodeError
+from .inventory import BadInput
+from .render import render
+from .session import Outcome, session_of
+
+CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
+MARK = {"ok": "✓", "fail": "✗", "na": "–"}
+
+
+def verify_script(node, nodes, opts):
+    """The checklist of ``node``: the same config gives the same checks."""
+    secrets = opts["secrets"]
+    return render(
+        "verify.sh.j2",
+        alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
+        workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
+        privates=[n.private for n in nodes], repo_name=repo_name(opts["repo"]),
+        secrets_env=[name for name in secrets["env"] if _secret(name, opts) is not None],
+        wandb=bool(secrets["wandb"] and _secret(secrets["wandb"], opts)),
+        huggingface=bool(secrets["huggingface"] and _secret(secrets["huggingface"], opts)),
+        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools")},
+    )
+
+
+def run_checks(session, opts, quiet=False):
+    """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
+    results = {}
+
+    def check(node, cxn):
+        script = verify_script(node, session.nodes, opts)
+        out = cxn.run(f"bash -c {shlex.quote(script)}", hide=True, warn=True, in_stream=False).stdout
+        checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        results[node.alias] = checks
+        failed = [name for name, (status, _) in checks.items() if status == "fail"]
+        if failed:
+            raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in ("ok", "na")}
+        return Outcome("ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
+
+    session.each("verify", check, quiet=quiet)
+    session.checks = results
+    return results
+
+
+class CheckFailed(NodeError):
+    pass
+
+
+def table(nodes, results, width=None):
+    """Checks as rows and nodes as columns; past ``width``, a row per node."""
+    aliases = [n.alias for n in nodes if n.alias in results]
+    names = list(dict.fromkeys(name for a in aliases for name in results[a]))
+    name_w = max(len(n) for n in names + ["check"])
+    col_w = max(len(a) for a in aliases)
+    lines = []
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    if name_w + (col_w + 2) * len(aliases) <= width:
+        lines.append(f"{'check':<{name_w}}  " + "  ".join(f"{a:^{col_w}}" for a in aliases))
+        for name in names:
+            cells = [MARK[results[a].get(name, ("na", ""))[0]] for a in aliases]
+            lines.append((f"{name:<{name_w}}  " + "  ".join(f"{c:^{col_w}}" for c in cells)).rstrip())
+    else:
+        lines.append(f"{'node':<{col_w}}  ✓     ✗     –     failed")
+        for a in aliases:
+            st = [s for s, _ in results[a].values()]
+            failed = [n for n, (s, _) in results[a].items() if s == "fail"]
+            lines.append(f"{a:<{col_w}}  {st.count('ok'):<4}  {st.count('fail'):<4}  {st.count('na'):<4}  "
+                         + ", ".join(failed))
+    reasons = [f"  ✗ {a} {name}: {reason}" for a in aliases for name, (s, reason) in results[a].items()
+               if s == "fail"]
+    return "\n".join(lines + (["", "failures:"] + reasons if reasons else []))
+
+
+@task(help={"json": "print the results as JSON (for scripts) instead of the table"})
+def verify(c, json=False):
+    """Check every node against the full checklist; exit 1 on any failure."""
+    session = session_of(c)
+    try:
+        opts = options(c.config)
+    except BadInput as exc:
+        raise exc.exit() from None
+    session.report.quiet = json  # stdout holds only the JSON
+    results = run_checks(session, opts, quiet=json)
+    if json:
+        print(jsonlib.dumps({
+            "ok": not session.failed,
+            "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
+                                "failed": session.failed.get(n.alias, (None, None))[1],
+                                "checks": {k: {"status": s, "reason": r} for k, (s, r) in results.get(n.alias, {}).items()}}
+                      for n in session.nodes},
+        }, indent=2, ensure_ascii=False))
+        return
+    if results:
+        print()
+        print(table(session.nodes, results))
+
+
+ns = Collection("verify")
+ns.add_task(verify)
