@@ -57,6 +57,8 @@ DEFAULTS = {
     # start_flags go to every `ray start`, head_flags to the head's only;
     # enabled: false leaves Ray out (the ray step is skipped).
     "ray": {"enabled": True, "port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
+    # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
+    "notify": {"urls": [], "desktop": True},
     # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
     "log_dir": "/tmp",
     "tail": 100,

@@ -10,12 +10,13 @@ import re
 
 import pytest
 
+from fabfile.sandbox.cluster import LAPTOP_IP
 from tests.conftest import USERS
 
 
 def accepted(sandbox, nid):
-    """How many SSH logins node ``nid``'s sshd has accepted so far."""
-    return sandbox.sshd_log(nid).count("Accepted publickey for")
+    """How many SSH logins from the laptop node ``nid``'s sshd has accepted so far."""
+    return len(re.findall(rf"Accepted publickey for \S+ from {re.escape(LAPTOP_IP)} ", sandbox.sshd_log(nid)))
 
 
 def rows(out, task):

@@ -1,0 +1,71 @@
+"""notify: tell the user the cluster is ready, or which nodes are not.
+
+The terminal always; every apprise URL in ``multinode.notify.urls`` (ntfy,
+Slack, Discord, Pushover, e-mail, a JSON webhook, ...); and a desktop
+notification where ``notify-send`` (Linux) or ``osascript`` (macOS) exists.
+Without a ``verify`` earlier in the same run, notify runs its checks first.
+URLs often hold tokens: they are never printed.
+"""
+
+import os
+import shutil
+import subprocess
+
+import apprise
+from invoke import Collection, task
+
+from .bootstrap import options
+from .inventory import BadInput
+from .session import session_of
+from .verify import run_checks
+
+
+def message(session):
+    """(ok, title, body) for the state of this run's nodes."""
+    total = len(session.nodes)
+    if not session.failed:
+        return True, "Cluster Ready", f"{total} node(s) setup and verified"
+    failed = ", ".join(f"{alias} ({task}: {reason})" for alias, (task, reason) in session.failed.items())
+    return False, "Cluster NOT ready", f"{len(session.failed)} of {total} node(s) failed: {failed}"
+
+
+def desktop(title, body):
+    """A desktop notification where this machine has a way to show one."""
+    if shutil.which("notify-send") and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        cmd = ["notify-send", title, body]
+    elif shutil.which("osascript"):
+        cmd = ["osascript", "-e", "on run argv", "-e", "display notification (item 2 of argv) with title (item 1 of argv)",
+               "-e", "end run", title, body]
+    else:
+        return False
+    return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+
+
+@task(help={"url": "one more apprise URL to notify, besides multinode.notify.urls"})
+def notify(c, url=None):
+    """Tell the user whether the cluster is ready (terminal, apprise URLs, desktop)."""
+    session = session_of(c)
+    try:
+        opts = options(c.config)
+        conf = {"urls": [], "desktop": True, **(c.config.multinode.get("notify") or {})}
+        urls = list(conf["urls"]) + ([url] if url else [])
+        sender = apprise.Apprise()
+        for each in urls:
+            if not sender.add(each):
+                raise BadInput(f"bad apprise URL #{urls.index(each) + 1} (scheme {each.split(':', 1)[0]!r})")
+    except BadInput as exc:
+        raise exc.exit() from None
+    if session.checks is None:
+        run_checks(session, opts, quiet=True)
+    ok, title, body = message(session)
+    session.report.write(f"\n{title}: {body}")
+    if urls:
+        sent = sender.notify(title=title, body=body,
+                             notify_type=apprise.NotifyType.SUCCESS if ok else apprise.NotifyType.FAILURE)
+        session.report.write(f"notify: {len(urls)} channel(s) {'notified' if sent else 'NOT all notified (see above)'}")
+    if conf["desktop"] and desktop(title, body):
+        session.report.write("notify: desktop notification shown")
+
+
+ns = Collection("notify")
+ns.add_task(notify)

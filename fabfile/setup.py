@@ -1,0 +1,58 @@
+"""setup: the whole workflow in one command, ending with the node table.
+
+hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify: one run,
+one connection per node, a failing node skipped by what follows while the
+others finish; then each node's result and the commands to reach the cluster.
+"""
+
+from invoke import Collection, task
+
+from .bootstrap import bootstrap, options, repo_name
+from .headssh import head_ssh
+from .hostkeys import hostkeys
+from .inventory import BadInput
+from .notify import notify
+from .session import session_of
+from .tmux import SESSION, tmux
+from .users import detect_user
+from .verify import verify
+
+
+def final_report(session, opts):
+    rows = [("node", "public", "private", "user", "result")]
+    for n in session.nodes:
+        failed = session.failed.get(n.alias)
+        rows.append((n.alias, n.address, n.private, n.user or "?",
+                     f"FAILED in {failed[0]}: {failed[1]}" if failed else "ok"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["", "Cluster"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    head = session.head.alias
+    ray = f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/ray"
+    lines += ["", "Access", f"  ssh {head}"]
+    if len(session.nodes) > 1 and opts["ray"]["enabled"]:
+        lines.append(f"  ssh {head} '{ray} status'")
+    lines.append(f"  ssh -t {head} 'tmux attach -t {SESSION}'")
+    session.report.write("\n".join(lines))
+
+
+@task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)"})
+def setup(c, tail=None):
+    """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify."""
+    session = session_of(c)
+    try:
+        opts = options(c.config)
+    except BadInput as exc:
+        raise exc.exit() from None
+    hostkeys(c)
+    detect_user(c)
+    bootstrap(c, tail=tail)
+    head_ssh(c)
+    verify(c)
+    tmux(c)
+    notify(c)
+    final_report(session, opts)
+
+
+ns = Collection("setup")
+ns.add_task(setup)
