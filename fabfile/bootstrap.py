@@ -15,7 +15,6 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from .config import DEFAULTS
 from .connections import NodeError
 from .inventory import BadInput
 from .render import render, shell_args
@@ -34,29 +33,6 @@ def steps_for(nodes):
 STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*)$")
 
 
-def options(config):
-    """The bootstrap part of the ``multinode`` config, as plain dicts."""
-
-    def plain(value):
-        if hasattr(value, "items"):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    raw = plain(config.get("multinode", {}))
-    opts = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
-    for key, value in DEFAULTS.items():
-        if isinstance(value, dict):
-            opts[key] = {**value, **(raw.get(key) or {})}
-    for tool in opts["tools"]:
-        if not isinstance(tool, dict) or set(tool) != {"name", "check", "install"}:
-            raise BadInput(f"bad multinode.tools entry {tool!r}: expected name, check and install")
-    if not str(opts["workspace"]).startswith("/"):
-        raise BadInput(f"bad multinode.workspace {opts['workspace']!r}: expected an absolute path")
-    return opts
-
-
 def repo_name(repo):
     if repo.get("name"):
         return repo["name"]
@@ -64,7 +40,7 @@ def repo_name(repo):
     return tail[:-4] if tail.endswith(".git") else (tail or "workspace")
 
 
-def _secret(name, opts):
+def secret_value(name, opts):
     path = opts["secrets"]["files"].get(name)
     if path:
         try:
@@ -79,7 +55,7 @@ def staged_files(opts, key_path):
     files, missing = {}, []
     env_lines = []
     for name in opts["secrets"]["env"]:
-        value = _secret(name, opts)
+        value = secret_value(name, opts)
         if value is None:
             missing.append(name)
         else:
@@ -92,7 +68,7 @@ def staged_files(opts, key_path):
     ):
         name = opts["secrets"][kind]
         if name:
-            value = _secret(name, opts)
+            value = secret_value(name, opts)
             if value is None:
                 missing.append(name)
             else:
@@ -163,11 +139,11 @@ def send_and_run(cxn, script, files, log_path):
 def bootstrap(c, dry_run=False, tail=None):
     """Set up every node at once: repo, venv, secrets, dotfiles, keys, docker, hosts, tools."""
     session = session_of(c)
+    opts = session.options
     try:
-        opts = options(c.config)
         tail = int(tail if tail is not None else opts["tail"])
-    except (BadInput, ValueError) as exc:
-        raise (exc if isinstance(exc, BadInput) else BadInput(f"bad --tail {tail!r}")).exit() from None
+    except ValueError:
+        raise BadInput(f"bad --tail {tail!r}: expected a number of lines").exit() from None
     nodes = session.nodes
     key_path = cluster_key(session.settings.state)
     files, missing = staged_files(opts, key_path)

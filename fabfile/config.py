@@ -105,3 +105,26 @@ def settings(config):
         ssh_config=Path(str(raw["ssh_config"])).expanduser(),
         state=state_path(raw["state"]),
     )
+
+
+def options(config):
+    """The node tasks' part of the ``multinode`` config, as plain dicts, checked."""
+
+    def plain(value):
+        if hasattr(value, "items"):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    raw = plain(config.get("multinode", {}))
+    opts = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
+    for key, value in DEFAULTS.items():
+        if isinstance(value, dict):
+            opts[key] = {**value, **(raw.get(key) or {})}
+    for tool in opts["tools"]:
+        if not isinstance(tool, dict) or set(tool) != {"name", "check", "install"}:
+            raise BadInput(f"bad multinode.tools entry {tool!r}: expected name, check and install")
+    if not str(opts["workspace"]).startswith("/"):
+        raise BadInput(f"bad multinode.workspace {opts['workspace']!r}: expected an absolute path")
+    return opts

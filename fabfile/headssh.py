@@ -15,6 +15,9 @@ from .connections import known_host_entries
 from .render import quote, render
 from .session import Outcome, session_of
 
+# ssh-keyscan -t names for the key algorithms paramiko reports.
+KEYSCAN_TYPE = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa",
+                "ecdsa-sha2-nistp384": "ecdsa", "ecdsa-sha2-nistp521": "ecdsa"}
 LINE_RE = re.compile(r"^(HOSTKEY|REACH) (\S+) (ok|failed) ?(.*)$")
 
 
@@ -46,7 +49,9 @@ def head_ssh(c):
         if node.alias not in keys:
             session.fail(node, "head-ssh", f"no verified host key for {node.address} on the laptop: run hostkeys")
     workers = [w for w in workers if w.alias in keys]
-    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, workers=[
+    # Scan only the key types the laptop verified: each extra type is a full handshake per worker.
+    key_types = sorted({KEYSCAN_TYPE.get(k.get_name(), k.get_name()) for k in keys.values()})
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, key_types=key_types, workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
          "key": f"{keys[w.alias].get_name()} {keys[w.alias].get_base64()}",
          "fingerprint": keys[w.alias].fingerprint} for w in workers

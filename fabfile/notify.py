@@ -14,7 +14,6 @@ import subprocess
 import apprise
 from invoke import Collection, task
 
-from .bootstrap import options
 from .inventory import BadInput
 from .session import session_of
 from .verify import run_checks
@@ -45,9 +44,9 @@ def desktop(title, body):
 def notify(c, url=None):
     """Tell the user whether the cluster is ready (terminal, apprise URLs, desktop)."""
     session = session_of(c)
+    opts = session.options
     try:
-        opts = options(c.config)
-        conf = {"urls": [], "desktop": True, **(c.config.multinode.get("notify") or {})}
+        conf = opts["notify"]
         urls = list(conf["urls"]) + ([url] if url else [])
         sender = apprise.Apprise()
         for each in urls:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from invoke.exceptions import Exit
 
-from .config import settings
+from .config import options, settings
 from .connections import AuthFailed, NodeError, describe, login
 from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
 from .report import Reporter
@@ -56,6 +56,7 @@ class Session:
             return
         try:
             self.settings = settings(config)
+            self.options = options(config)  # the node tasks' config, checked before any connection
             if not self.settings.identity.is_file():
                 raise BadInput(f"identity file {str(self.settings.identity)!r} not found (set multinode.identity or -i)")
             remembered = load_state(self.settings.state)

@@ -7,10 +7,9 @@ others finish; then each node's result and the commands to reach the cluster.
 
 from invoke import Collection, task
 
-from .bootstrap import bootstrap, options, repo_name
+from .bootstrap import bootstrap, repo_name
 from .headssh import head_ssh
 from .hostkeys import hostkeys
-from .inventory import BadInput
 from .notify import notify
 from .session import session_of
 from .tmux import SESSION, tmux
@@ -40,10 +39,7 @@ def final_report(session, opts):
 def setup(c, tail=None):
     """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify."""
     session = session_of(c)
-    try:
-        opts = options(c.config)
-    except BadInput as exc:
-        raise exc.exit() from None
+    opts = session.options
     hostkeys(c)
     detect_user(c)
     bootstrap(c, tail=tail)

@@ -13,10 +13,9 @@ import shutil
 
 from invoke import Collection, task
 
-from .bootstrap import _secret, options, repo_name
+from .bootstrap import secret_value, repo_name
 from .headssh import worker_name
 from .connections import NodeError
-from .inventory import BadInput
 from .render import render
 from .session import Outcome, session_of
 
@@ -32,9 +31,9 @@ def verify_script(node, nodes, opts):
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], repo_name=repo_name(opts["repo"]),
-        secrets_env=[name for name in secrets["env"] if _secret(name, opts) is not None],
-        wandb=bool(secrets["wandb"] and _secret(secrets["wandb"], opts)),
-        huggingface=bool(secrets["huggingface"] and _secret(secrets["huggingface"], opts)),
+        secrets_env=[name for name in secrets["env"] if secret_value(name, opts) is not None],
+        wandb=bool(secrets["wandb"] and secret_value(secrets["wandb"], opts)),
+        huggingface=bool(secrets["huggingface"] and secret_value(secrets["huggingface"], opts)),
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools")},
     )
 
@@ -92,10 +91,7 @@ def table(nodes, results, width=None):
 def verify(c, json=False):
     """Check every node against the full checklist; exit 1 on any failure."""
     session = session_of(c)
-    try:
-        opts = options(c.config)
-    except BadInput as exc:
-        raise exc.exit() from None
+    opts = session.options
     session.report.quiet = json  # stdout holds only the JSON
     results = run_checks(session, opts, quiet=json)
     if json:

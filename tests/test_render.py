@@ -5,8 +5,8 @@ import subprocess
 import pytest
 from jinja2 import UndefinedError
 
-from fabfile.bootstrap import STEPS, node_script, options, parse_steps, repo_name
-from fabfile.config import DEFAULTS
+from fabfile.bootstrap import STEPS, node_script, parse_steps, repo_name
+from fabfile.config import DEFAULTS, options
 from fabfile.inventory import parse_hosts
 from fabfile.render import quote, render, shell_args
 

@@ -1,0 +1,103 @@
+"""Benchmark: setup and verify on N sandbox nodes, for N = 1, 4, 8, 16 (root).
+
+    uv run python bench/run.py [--light] [N ...]
+
+For each N: bring up N fresh sandbox nodes (and the forge), time
+``fab -H ... setup`` and then ``fab verify`` from the laptop namespace, count
+the SSH logins each node's sshd accepted from the laptop (its -e log), and
+read the fab process's peak memory (wait4's ru_maxrss). Prints the wall times,
+their ratio to N = 1, logins per node and peak memory. A script, not a test.
+
+``--light`` leaves out the CPU-heavy work done on the nodes themselves (the
+workspace venv with Ray, Ray, dotfiles): on one 2-core machine, N sandbox
+nodes share those 2 cores, which real nodes do not; what remains is
+multinode's own fan-out.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fabfile.sandbox import Sandbox  # noqa: E402
+from fabfile.sandbox.cluster import LAPTOP_IP  # noqa: E402
+
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+def logins(sb):
+    pattern = rf"Accepted publickey for \S+ from {re.escape(LAPTOP_IP)} "
+    return [len(re.findall(pattern, sb.sshd_log(n))) for n in range(len(sb.nodes))]
+
+
+def timed(sb, env, *args):
+    """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(sb.laptop_cmd(FAB, *args, env=env), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.monotonic() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+LIGHT = {"repo": {"url": ""}, "dotfiles": {"repo": ""}, "ray": {"enabled": False}}
+
+
+def measure(n, key, light=False):
+    sb = Sandbox("mnbench")
+    home = Path(tempfile.mkdtemp(prefix="bench-home-"))
+    try:
+        (home / ".ssh").mkdir(mode=0o700)
+        shutil.copy(key, home / ".ssh/id_ed25519")
+        shutil.copy(f"{key}.pub", home / ".ssh/id_ed25519.pub")
+        sb.up(["ubuntu"] * n, Path(f"{key}.pub").read_text(), log=lambda *_: None)
+        config = {**sb.forge.config(), "log_dir": str(home / "logs"), **(LIGHT if light else {})}
+        (home / ".fabric.yaml").write_text(json.dumps({"multinode": config}))
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+        setup_s, setup_mb, setup_rc = timed(sb, env, "-H", sb.hosts, "setup", "--tail", "0")
+        after_setup = logins(sb)
+        verify_s, verify_mb, verify_rc = timed(sb, env, "verify")
+        after_verify = logins(sb)
+        return {
+            "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,
+            "setup_logins": sorted(set(after_setup)),
+            "verify_logins": sorted({b - a for a, b in zip(after_setup, after_verify)}),
+            "peak_mb": max(setup_mb, verify_mb),
+        }
+    finally:
+        sb.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main():
+    light = "--light" in sys.argv
+    sizes = [int(a) for a in sys.argv[1:] if a != "--light"] or [1, 4, 8, 16]
+    keydir = Path(tempfile.mkdtemp(prefix="bench-key-"))
+    key = keydir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    results = []
+    for n in sizes:
+        results.append(measure(n, key, light))
+        r = results[-1]
+        print(f"N={n}: setup {r['setup_s']:.1f}s (exit {r['setup_rc']}), verify {r['verify_s']:.2f}s "
+              f"(exit {r['verify_rc']})", file=sys.stderr, flush=True)
+    base = results[0]
+    print(f"| N | setup (s) | x N={base['n']} | verify (s) | x N={base['n']} | logins per node: setup / verify "
+          "| fab peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['n']} | {r['setup_s']:.1f} | {r['setup_s'] / base['setup_s']:.2f} | {r['verify_s']:.2f} "
+              f"| {r['verify_s'] / base['verify_s']:.2f} | {'/'.join(map(str, r['setup_logins']))} / "
+              f"{'/'.join(map(str, r['verify_logins']))} | {r['peak_mb']:.0f} |")
+    shutil.rmtree(keydir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
