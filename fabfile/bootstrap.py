@@ -5,7 +5,6 @@ directory on the node (files 0600), which the script removes when it ends:
 never in a command line, the rendered script, a log or this output.
 """
 
-import json
 import os
 import re
 import shlex
@@ -17,6 +16,7 @@ from invoke import Collection, task
 
 from .connections import NodeError
 from .inventory import BadInput
+from .raycluster import check_ray
 from .render import render, shell_args
 from .session import Outcome, session_of
 
@@ -30,6 +30,8 @@ MULTI_NODE_ONLY = {"network", "nccl", "ray"}
 def steps_for(nodes):
     """A single node has no Ray and no NCCL networking."""
     return [s for s in STEPS if len(nodes) > 1 or s not in MULTI_NODE_ONLY]
+
+
 STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*)$")
 
 
@@ -182,48 +184,7 @@ def bootstrap(c, dry_run=False, tail=None):
     show_logs(session, results, tail)
     show_table(session, results)
     if len(nodes) > 1 and opts["ray"]["enabled"]:
-        check_ray(session, opts)
-
-
-# Run on the head: wait until every expected private address is an alive Ray node.
-RAY_MEMBERS = """
-import json, sys, time
-import ray
-address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
-ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-deadline = time.time() + wait
-while True:
-    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-    if want <= alive or time.time() > deadline:
-        break
-    time.sleep(1)
-print("RAY_MEMBERS " + json.dumps(sorted(alive)))
-"""
-
-
-def check_ray(session, opts):
-    """From the head: does Ray list every node? Missing nodes fail the run."""
-    head = session.head
-    port, wait = opts["ray"]["port"], opts["ray"]["wait"]
-    venv_python = f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/python"
-    want = [n.private for n in session.alive()]  # failed nodes are named already
-
-    def members(node, cxn):
-        cmd = " ".join(shlex.quote(str(a)) for a in
-                       [venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want])
-        out = cxn.run(cmd, hide=True, in_stream=False).stdout
-        line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
-        return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
-
-    found = session.each("ray", members, quiet=True, only=[head])
-    if head.alias not in found:
-        return
-    alive = found[head.alias].value
-    for node in session.alive():
-        if node.private not in alive:
-            session.fail(node, "ray", f"not in the Ray cluster of {head.private}:{port} after {wait}s")
-    session.report.line("ray", head, "ok" if len(alive & set(want)) == len(want) else "incomplete",
-                        f"{len(alive & set(want))} of {len(want)} node(s) in the Ray cluster")
+        check_ray(session, opts, f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/python")
 
 
 def show_logs(session, results, tail):

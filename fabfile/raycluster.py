@@ -1,0 +1,49 @@
+"""The Ray cluster seen from the head: which nodes are alive in it.
+
+Asked through the GCS (``ray.nodes()``) with the workspace venv's Python, in
+one remote command that waits up to ``ray.wait`` seconds for late joiners.
+"""
+
+import json
+import shlex
+
+from .session import Outcome
+
+# Run on the head: wait until every expected private address is an alive Ray node.
+RAY_MEMBERS = """
+import json, sys, time
+import ray
+address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+deadline = time.time() + wait
+while True:
+    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    if want <= alive or time.time() > deadline:
+        break
+    time.sleep(1)
+print("RAY_MEMBERS " + json.dumps(sorted(alive)))
+"""
+
+
+def check_ray(session, opts, venv_python):
+    """From the head: does Ray list every node? Missing nodes fail the run."""
+    head = session.head
+    port, wait = opts["ray"]["port"], opts["ray"]["wait"]
+    want = [n.private for n in session.alive()]  # failed nodes are named already
+
+    def members(node, cxn):
+        cmd = " ".join(shlex.quote(str(a)) for a in
+                       [venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want])
+        out = cxn.run(cmd, hide=True, in_stream=False).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
+        return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
+
+    found = session.each("ray", members, quiet=True, only=[head])
+    if head.alias not in found:
+        return
+    alive = found[head.alias].value
+    for node in session.alive():
+        if node.private not in alive:
+            session.fail(node, "ray", f"not in the Ray cluster of {head.private}:{port} after {wait}s")
+    session.report.line("ray", head, "ok" if len(alive & set(want)) == len(want) else "incomplete",
+                        f"{len(alive & set(want))} of {len(want)} node(s) in the Ray cluster")
