@@ -19,7 +19,10 @@ class Reporter:
 
     def write(self, text):
         with self.lock:
-            print(text, file=sys.stderr if self.quiet else self.stream, flush=True)
+            try:
+                print(text, file=sys.stderr if self.quiet else self.stream, flush=True)
+            except BrokenPipeError:  # `fab ... | head`: the reader left; the run goes on
+                pass
 
     def line(self, task, node, status, detail=""):
         self.write(
