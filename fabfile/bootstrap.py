@@ -116,7 +116,7 @@ def parse_steps(output):
     return [m.groups() for m in map(STEP_RE.match, output.splitlines()) if m]
 
 
-def send_and_run(cxn, script, files, log_path):
+def send_and_run(cxn, script, files, log_path, timeout):
     """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``."""
     # SFTP's open sends no mode: create every file empty and 0600 first (umask
     # 077, in a 0700 directory), so a secret is never readable by others.
@@ -131,7 +131,7 @@ def send_and_run(cxn, script, files, log_path):
         fh.write(script.encode())
     with open(log_path, "w") as log:
         return cxn.run(f"bash {shlex.quote(SCRIPT)}", warn=True, hide=False, in_stream=False,
-                       out_stream=log, err_stream=log)
+                       out_stream=log, err_stream=log, timeout=timeout)
 
 
 @task(help={
@@ -170,7 +170,7 @@ def bootstrap(c, dry_run=False, tail=None):
     def run(node, cxn):
         start = time.monotonic()
         log_path = log_dir / f"setup_{node.alias}.log"
-        result = send_and_run(cxn, scripts[node.alias], files, log_path)
+        result = send_and_run(cxn, scripts[node.alias], files, log_path, opts["script_timeout"])
         steps = parse_steps(result.stdout)
         results[node.alias] = (steps, time.monotonic() - start, log_path, result.exited)
         failed = [name for name, status, _ in steps if status == "failed"]

@@ -59,6 +59,10 @@ DEFAULTS = {
     "ray": {"enabled": True, "port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
     # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
     "notify": {"urls": [], "desktop": True},
+    # Seconds a node's bootstrap script may run before the node is failed (a hang
+    # costs rented hours); checks (verify, head-ssh, tmux) get check_timeout.
+    "script_timeout": 3600,
+    "check_timeout": 300,
     # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
     "log_dir": "/tmp",
     "tail": 100,

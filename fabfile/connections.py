@@ -11,7 +11,7 @@ import socket
 
 import paramiko
 from fabric import Connection
-from invoke.exceptions import UnexpectedExit
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from paramiko.hostkeys import HostKeyEntry
 
 HINT = "if the machine was reinstalled, run `fab hostkeys` to record its new key"
@@ -142,6 +142,8 @@ def describe(exc):
     """One line saying why a node failed."""
     if isinstance(exc, NodeError):
         return str(exc)
+    if isinstance(exc, CommandTimedOut):
+        return f"no answer after {exc.timeout}s: the command was stopped (the node may hang)"
     if isinstance(exc, UnexpectedExit):
         result = exc.result
         last = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]

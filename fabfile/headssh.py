@@ -58,7 +58,8 @@ def head_ssh(c):
     ])
 
     def run(node, cxn):
-        out = cxn.run(f"bash -c {quote(script)}", in_stream=False, hide=True).stdout
+        out = cxn.run(f"bash -c {quote(script)}", in_stream=False, hide=True,
+                      timeout=session.options["check_timeout"]).stdout
         changed = next((ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("CHANGED ")), "none")
         return Outcome("ok" if changed == "none" else "changed", value=out,
                        detail=f"{worker_name(workers[0])}..{worker_name(workers[-1])} in ~/.ssh/config"

@@ -34,7 +34,7 @@ def check_ray(session, opts, venv_python):
     def members(node, cxn):
         cmd = " ".join(shlex.quote(str(a)) for a in
                        [venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want])
-        out = cxn.run(cmd, hide=True, in_stream=False).stdout
+        out = cxn.run(cmd, hide=True, in_stream=False, timeout=wait + opts["check_timeout"]).stdout
         line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
         return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
 

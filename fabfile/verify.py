@@ -44,7 +44,8 @@ def run_checks(session, opts, quiet=False):
 
     def check(node, cxn):
         script = verify_script(node, session.nodes, opts)
-        out = cxn.run(f"bash -c {shlex.quote(script)}", hide=True, warn=True, in_stream=False).stdout
+        out = cxn.run(f"bash -c {shlex.quote(script)}", hide=True, warn=True, in_stream=False,
+                      timeout=opts["check_timeout"]).stdout
         checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
         results[node.alias] = checks
         failed = [name for name, (status, _) in checks.items() if status == "fail"]

@@ -105,3 +105,17 @@ def test_dry_run_connects_to_nothing(configured, sandbox):
     no_secret_in(r.stdout + r.stderr, "--dry-run output")
     assert [sandbox.sshd_log(n) for n in range(3)] == logs and [accepted(sandbox, n) for n in range(3)] == before
     assert not (laptop.home / "logs").exists()
+
+
+def test_a_hanging_node_script_is_stopped_at_the_timeout(configured, healthy):
+    laptop, sb = configured, healthy
+    config = __import__("json").loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(script_timeout=3, tools=[{"name": "slow", "check": "false", "install": "sleep 8"}])
+    (laptop.home / ".fabric.yaml").write_text(__import__("json").dumps(config))
+    node = sb.nodes[0]
+    r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=60)
+    assert r.returncode == 1
+    assert rows(r.stdout, "bootstrap")["rental0"] == (
+        "FAILED", "no answer after 3s: the command was stopped (the node may hang)")
+    # Let the abandoned script finish before other tests use the node.
+    sb.exec(0, "bash", "-c", "for i in $(seq 1 60); do pgrep -f multinode/node.sh >/dev/null || exit 0; sleep 0.5; done")

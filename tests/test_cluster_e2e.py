@@ -74,14 +74,15 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     assert "attach: ssh -t rental0 'tmux attach -t multinode'" in t.stdout
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "all-nodes 3"]
-    assert panes_on(sb, "all-nodes") == ["ubuntu@node0", "user@node1", "ubuntu@node2"]
+    want = ["ubuntu@node0", "user@node1", "ubuntu@node2"]
+    assert panes_on(sb, "all-nodes", want) == want
     again = laptop.fab("tmux")  # recreated, never duplicated
     assert again.returncode == 0
     assert node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split().count("multinode") == 1
 
 
-def panes_on(sb, window, host_pattern=r"[a-z]+@node[0-9]+"):
-    """Each pane's last prompt (user@host), waiting for the ssh logins to finish."""
+def panes_on(sb, window, expected):
+    """Each pane's last prompt (user@host), waiting up to 30 s for them to be ``expected``."""
     import re
 
     deadline = time.time() + 30
@@ -89,10 +90,9 @@ def panes_on(sb, window, host_pattern=r"[a-z]+@node[0-9]+"):
         ids = node_sh(sb, 0, f"tmux list-panes -t multinode:{window} -F '#{{pane_id}}'").stdout.split()
         prompts = []
         for pane in ids:
-            text = node_sh(sb, 0, f"tmux capture-pane -p -t {pane}").stdout
-            found = re.findall(host_pattern, text)
+            found = re.findall(r"[a-z]+@node[0-9]+", node_sh(sb, 0, f"tmux capture-pane -p -t {pane}").stdout)
             prompts.append(found[-1] if found else "")
-        if all(p and p != "ubuntu@node0" for p in prompts[1:]) or time.time() > deadline:
+        if prompts == expected or time.time() > deadline:
             return prompts
         time.sleep(0.5)
 
@@ -158,7 +158,8 @@ def test_tmux_with_six_nodes(make_sandbox):
     assert r.returncode == 0, r.stdout + r.stderr
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
-    assert panes_on(sb, "nodes-1") == ["ubuntu@node0", "ubuntu@node1", "ubuntu@node2", "ubuntu@node3"]
-    assert panes_on(sb, "nodes-2") == ["ubuntu@node4", "ubuntu@node5"]
+    for window, nids in (("nodes-1", range(4)), ("nodes-2", range(4, 6))):
+        want = [f"ubuntu@node{n}" for n in nids]
+        assert panes_on(sb, window, want) == want
     bad = laptop.fab("tmux", "--nodes", "7")
     assert bad.returncode == 2 and "'7'" in bad.stderr
