@@ -39,12 +39,13 @@ def logins(sb):
 
 
 def timed(sb, env, *args):
-    """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code)."""
+    """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code, CPU seconds)."""
     start = time.monotonic()
     proc = subprocess.Popen(sb.laptop_cmd(FAB, *args, env=env), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
-    return time.monotonic() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    return (time.monotonic() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+            usage.ru_utime + usage.ru_stime)
 
 
 LIGHT = {"repo": {"url": ""}, "dotfiles": {"repo": ""}, "ray": {"enabled": False}}
@@ -61,15 +62,15 @@ def measure(n, key, light=False):
         config = {**sb.forge.config(), "log_dir": str(home / "logs"), **(LIGHT if light else {})}
         (home / ".fabric.yaml").write_text(json.dumps({"multinode": config}))
         env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
-        setup_s, setup_mb, setup_rc = timed(sb, env, "-H", sb.hosts, "setup", "--tail", "0")
+        setup_s, setup_mb, setup_rc, setup_cpu = timed(sb, env, "-H", sb.hosts, "setup", "--tail", "0")
         after_setup = logins(sb)
-        verify_s, verify_mb, verify_rc = timed(sb, env, "verify")
+        verify_s, verify_mb, verify_rc, _ = timed(sb, env, "verify")
         after_verify = logins(sb)
         return {
             "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,
             "setup_logins": sorted(set(after_setup)),
             "verify_logins": sorted({b - a for a, b in zip(after_setup, after_verify)}),
-            "peak_mb": max(setup_mb, verify_mb),
+            "peak_mb": max(setup_mb, verify_mb), "setup_cpu": setup_cpu,
         }
     finally:
         sb.down()
@@ -89,11 +90,12 @@ def main():
         print(f"N={n}: setup {r['setup_s']:.1f}s (exit {r['setup_rc']}), verify {r['verify_s']:.2f}s "
               f"(exit {r['verify_rc']})", file=sys.stderr, flush=True)
     base = results[0]
-    print(f"| N | setup (s) | x N={base['n']} | verify (s) | x N={base['n']} | logins per node: setup / verify "
-          "| fab peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| N | setup (s) | x N={base['n']} | fab's own CPU in setup (s) | verify (s) | x N={base['n']} "
+          "| logins per node: setup / verify | fab peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['n']} | {r['setup_s']:.1f} | {r['setup_s'] / base['setup_s']:.2f} | {r['verify_s']:.2f} "
+        print(f"| {r['n']} | {r['setup_s']:.1f} | {r['setup_s'] / base['setup_s']:.2f} | {r['setup_cpu']:.1f} "
+              f"| {r['verify_s']:.2f} "
               f"| {r['verify_s'] / base['verify_s']:.2f} | {'/'.join(map(str, r['setup_logins']))} / "
               f"{'/'.join(map(str, r['verify_logins']))} | {r['peak_mb']:.0f} |")
     shutil.rmtree(keydir, ignore_errors=True)
