@@ -45,6 +45,7 @@ class Session:
         self.given = parse_hosts(hosts) if hosts else None
         self.nodes = None
         self.failed = {}  # alias -> (task, reason)
+        self.skipped = set()  # (task, alias) whose "skipped" line was printed
         self.conns = {}
         self.locks = {}
         self.config = None
@@ -90,8 +91,10 @@ class Session:
         reported at once; successes too, unless ``quiet`` (the task reports).
         """
         for node in only or self.nodes:
-            if node.alias in self.failed and self.failed[node.alias][0] != task:  # said once per task
-                self.report.line(task, node, "skipped", f"failed earlier in {self.failed[node.alias][0]}")
+            failed_in = self.failed.get(node.alias, (task,))[0]
+            if failed_in != task and (task, node.alias) not in self.skipped:  # said once per task
+                self.skipped.add((task, node.alias))
+                self.report.line(task, node, "skipped", f"failed earlier in {failed_in}")
 
         def work(node):
             try:
