@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 
-import apprise
 from invoke import Collection, task
 
 from .inventory import BadInput
@@ -43,6 +42,8 @@ def desktop(title, body):
 @task(help={"url": "one more apprise URL to notify, besides multinode.notify.urls"})
 def notify(c, url=None):
     """Tell the user whether the cluster is ready (terminal, apprise URLs, desktop)."""
+    import apprise  # 0.14 s to import: only when notifying, not on every fab run
+
     session = session_of(c)
     opts = session.options
     try:
