@@ -82,7 +82,8 @@ def hostkeys(c):
     path = session.settings.known_hosts
     with locked(path):
         text, changed = update_known_hosts(read_text(path), keys)
-        write_atomic(path, text)
+        if any(changed.values()):
+            write_atomic(path, text)
     for alias, out in found.items():
         node = by_alias[alias]
         status = "changed" if changed[node.address] else "ok"
