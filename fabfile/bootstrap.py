@@ -7,7 +7,6 @@ never in a command line, the rendered script, a log or this output.
 
 import os
 import re
-import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from invoke import Collection, task
 from .connections import NodeError
 from .inventory import BadInput
 from .raycluster import check_ray
-from .render import render, shell_args
+from .render import command, quote, render, shell_args
 from .session import Outcome, session_of
 
 STAGE = ".cache/multinode/stage"
@@ -61,7 +60,7 @@ def staged_files(opts, key_path):
         if value is None:
             missing.append(name)
         else:
-            env_lines.append(f"export {name}={shlex.quote(value)}\n")
+            env_lines.append(f"export {name}={quote(value)}\n")
     if env_lines:
         files["env"] = "".join(env_lines)
     for kind, fname, fmt in (
@@ -121,8 +120,8 @@ def send_and_run(cxn, script, files, log_path, timeout):
     # SFTP's open sends no mode: create every file empty and 0600 first (umask
     # 077, in a 0700 directory), so a secret is never readable by others.
     paths = [f"{STAGE}/{name}" for name in files]
-    cxn.run("umask 077 && install -d -m 700 " + " ".join(map(shlex.quote, [os.path.dirname(SCRIPT), STAGE]))
-            + "".join(f" && : > {shlex.quote(p)}" for p in paths), hide=True, in_stream=False)
+    cxn.run("umask 077 && " + command("install", "-d", "-m", "700", os.path.dirname(SCRIPT), STAGE)
+            + "".join(f" && : > {quote(p)}" for p in paths), hide=True, in_stream=False)
     sftp = cxn.sftp()
     for path, data in zip(paths, files.values()):
         with sftp.open(path, "wb") as fh:  # truncates the 0600 file, keeps its mode
@@ -130,7 +129,7 @@ def send_and_run(cxn, script, files, log_path, timeout):
     with sftp.open(SCRIPT, "wb") as fh:
         fh.write(script.encode())
     with open(log_path, "w") as log:
-        return cxn.run(f"bash {shlex.quote(SCRIPT)}", warn=True, hide=False, in_stream=False,
+        return cxn.run(command("bash", SCRIPT), warn=True, hide=False, in_stream=False,
                        out_stream=log, err_stream=log, timeout=timeout)
 
 

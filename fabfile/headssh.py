@@ -12,7 +12,7 @@ import re
 from invoke import Collection, task
 
 from .connections import known_host_entries
-from .render import quote, render
+from .render import command, render
 from .session import Outcome, session_of
 
 # ssh-keyscan -t names for the key algorithms paramiko reports.
@@ -58,7 +58,7 @@ def head_ssh(c):
     ])
 
     def run(node, cxn):
-        out = cxn.run(f"bash -c {quote(script)}", in_stream=False, hide=True,
+        out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
         changed = next((ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("CHANGED ")), "none")
         return Outcome("ok" if changed == "none" else "changed", value=out,

@@ -5,8 +5,8 @@ one remote command that waits up to ``ray.wait`` seconds for late joiners.
 """
 
 import json
-import shlex
 
+from .render import command
 from .session import Outcome
 
 # Run on the head: wait until every expected private address is an alive Ray node.
@@ -33,8 +33,7 @@ def check_ray(session, opts, venv_python):
     want = [n.private for n in session.alive()]  # failed nodes are named already
 
     def members(node, cxn):
-        cmd = " ".join(shlex.quote(str(a)) for a in
-                       [venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want])
+        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want)
         out = cxn.run(cmd, hide=True, in_stream=False, timeout=wait + opts["check_timeout"]).stdout
         line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
         return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))

@@ -20,6 +20,11 @@ def quote(value):
     return shlex.quote(str(value))
 
 
+def command(*words):
+    """One shell command line from ``words``, each quoted: the one place commands are built."""
+    return " ".join(quote(w) for w in words)
+
+
 def shell_args(*pairs):
     """``--flag value`` pairs (skipping empty values), quoted, as one string."""
     words = []

@@ -10,7 +10,7 @@ from invoke import Collection, task
 
 from .headssh import worker_name
 from .inventory import BadInput
-from .render import quote, render
+from .render import command, render
 from .session import Outcome, session_of
 
 SESSION = "multinode"
@@ -42,7 +42,7 @@ def tmux(c, nodes=None):
     script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=layout(session.nodes[:count]))
 
     def run(node, cxn):
-        out = cxn.run(f"bash -c {quote(script)}", in_stream=False, hide=True,
+        out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
         windows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
         return Outcome("changed", ", ".join(f"{name} ({panes})" for name, panes in windows))

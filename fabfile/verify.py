@@ -8,7 +8,6 @@ the table. ``--json`` prints the results for scripts instead.
 
 import json as jsonlib
 import re
-import shlex
 import shutil
 
 from invoke import Collection, task
@@ -16,7 +15,7 @@ from invoke import Collection, task
 from .bootstrap import secret_value, repo_name
 from .headssh import worker_name
 from .connections import NodeError
-from .render import render
+from .render import command, render
 from .session import Outcome, session_of
 
 CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
@@ -44,7 +43,7 @@ def run_checks(session, opts, quiet=False):
 
     def check(node, cxn):
         script = verify_script(node, session.nodes, opts)
-        out = cxn.run(f"bash -c {shlex.quote(script)}", hide=True, warn=True, in_stream=False,
+        out = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                       timeout=opts["check_timeout"]).stdout
         checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
         results[node.alias] = checks
