@@ -43,9 +43,9 @@ class Laptop:
         """Write the laptop's ~/.fabric.yaml (JSON is YAML) with these multinode settings."""
         (self.home / ".fabric.yaml").write_text(json.dumps({"multinode": multinode}))
 
-    def run(self, *cmd, stdin=None, timeout=120):
+    def run(self, *cmd, stdin=None, timeout=120, cwd=ROOT):
         return subprocess.run(
-            self.sandbox.laptop_cmd(*cmd, env=self.env), cwd=ROOT, input=stdin,
+            self.sandbox.laptop_cmd(*cmd, env=self.env), cwd=cwd, input=stdin,
             capture_output=True, text=True, timeout=timeout,
         )
 

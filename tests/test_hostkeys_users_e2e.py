@@ -11,7 +11,7 @@ import re
 import pytest
 
 from fabfile.sandbox.cluster import LAPTOP_IP
-from tests.conftest import USERS
+from tests.conftest import ROOT, USERS
 
 
 def accepted(sandbox, nid):
@@ -185,3 +185,12 @@ def test_bad_input_exits_2_and_touches_nothing(laptop, sandbox, args, named):
     assert r.stdout == ""
     assert laptop.snapshot() == snap
     assert [sandbox.sshd_log(n) for n in range(3)] == logs  # no connection was made
+
+
+def test_multinode_command_works_outside_the_project(laptop, healthy):
+    """The console script carries its executor: no fabric.yaml needed in the working directory."""
+    multinode = str(ROOT / ".venv/bin/multinode")
+    r = laptop.run(multinode, "-H", healthy.hosts, "hostkeys", "detect-user", cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(rows(r.stdout, "detect-user")) == 3 and "all 3 node(s) ok" in r.stdout
+    assert laptop.run(multinode, "--list", cwd="/").stdout.count("sandbox.") == 4
