@@ -22,17 +22,23 @@ CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
 MARK = {"ok": "✓", "fail": "✗", "na": "–"}
 
 
-def verify_script(node, nodes, opts):
-    """The checklist of ``node``: the same config gives the same checks."""
+def available_secrets(opts):
+    """Which secrets the laptop has (names only): only those are expected on the nodes."""
     secrets = opts["secrets"]
+    return {
+        "secrets_env": [name for name in secrets["env"] if secret_value(name, opts) is not None],
+        "wandb": bool(secrets["wandb"] and secret_value(secrets["wandb"], opts)),
+        "huggingface": bool(secrets["huggingface"] and secret_value(secrets["huggingface"], opts)),
+    }
+
+
+def verify_script(node, nodes, opts, available):
+    """The checklist of ``node``: the same config gives the same checks."""
     return render(
         "verify.sh.j2",
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
-        privates=[n.private for n in nodes], repo_name=repo_name(opts["repo"]),
-        secrets_env=[name for name in secrets["env"] if secret_value(name, opts) is not None],
-        wandb=bool(secrets["wandb"] and secret_value(secrets["wandb"], opts)),
-        huggingface=bool(secrets["huggingface"] and secret_value(secrets["huggingface"], opts)),
+        privates=[n.private for n in nodes], repo_name=repo_name(opts["repo"]), **available,
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools")},
     )
 
@@ -40,9 +46,10 @@ def verify_script(node, nodes, opts):
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
     results = {}
+    available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
-        script = verify_script(node, session.nodes, opts)
+        script = verify_script(node, session.nodes, opts, available)
         out = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                       timeout=opts["check_timeout"]).stdout
         checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}

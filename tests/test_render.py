@@ -76,3 +76,21 @@ def test_single_node_script_has_no_cluster_steps():
     script = node_script(nodes[0], nodes, opts(), [])
     steps = [line.split()[1] for line in script.splitlines() if line.startswith("run_step ")]
     assert "ray" not in steps and "nccl" not in steps and "network" not in steps and "tmux" in steps
+
+
+def test_verify_script_follows_the_config_and_parses():
+    from fabfile.verify import verify_script
+
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    o = opts(workspace="/data/ws", repo={"url": "git://h/proj.git", "branch": "main", "name": ""},
+             git={"name": "", "email": "a@b.example"})
+    available = {"secrets_env": ["OPENAI_API_KEY"], "wandb": False, "huggingface": True}
+    head = verify_script(nodes[0], nodes, o, available)
+    worker = verify_script(nodes[1], nodes, o, available)
+    assert "WORKSPACE=/data/ws\n" in head and 'REPO_DIR="$WORKSPACE"/proj\n' in head
+    assert "t env:OPENAI_API_KEY " in head and "env:ANTHROPIC_API_KEY" not in head
+    assert 'na wandb-netrc "no wandb key on the laptop"' in head and "t hf-token " in head
+    assert "t ray-cluster " in head and 'na ray-cluster "checked on the head"' in worker
+    assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
+    for script in (head, worker):
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
