@@ -41,6 +41,11 @@ def repo_name(repo):
     return tail[:-4] if tail.endswith(".git") else (tail or "workspace")
 
 
+def venv_bin(opts, program):
+    """Where ``program`` is in the workspace venv on a node."""
+    return f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/{program}"
+
+
 def secret_value(name, opts):
     path = opts["secrets"]["files"].get(name)
     if path:
@@ -183,7 +188,7 @@ def bootstrap(c, dry_run=False, tail=None):
     show_logs(session, results, tail)
     show_table(session, results)
     if len(nodes) > 1 and opts["ray"]["enabled"]:
-        check_ray(session, opts, f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/python")
+        check_ray(session, opts, venv_bin(opts, "python"))
 
 
 def show_logs(session, results, tail):

@@ -12,7 +12,7 @@ import socket
 import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
-from paramiko.hostkeys import HostKeyEntry
+from paramiko.hostkeys import HostKeyEntry, HostKeys
 
 HINT = "if the machine was reinstalled, run `fab hostkeys` to record its new key"
 
@@ -67,6 +67,14 @@ def fetch_host_key(node, timeout):
         raise NodeError(f"no SSH handshake with {node.address}: {exc or type(exc).__name__}") from None
     finally:
         transport.close()
+
+
+def names_host(name, host):
+    """Whether a known_hosts name (plain or hashed ``|1|salt|hash``) is ``host``."""
+    if name.startswith("|1|"):
+        salt = name.split("|")[2]
+        return HostKeys.hash_host(host, salt) == name
+    return name == host
 
 
 def known_host_entries(path):

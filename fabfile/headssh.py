@@ -11,7 +11,7 @@ import re
 
 from invoke import Collection, task
 
-from .connections import known_host_entries
+from .connections import known_host_entries, names_host
 from .render import command, render
 from .session import Outcome, session_of
 
@@ -31,7 +31,7 @@ def verified_keys(path, nodes):
     keys = {}
     for node in nodes:
         for entry in entries:
-            if node.address in entry.hostnames:
+            if any(names_host(name, node.address) for name in entry.hostnames):
                 keys[node.alias] = entry.key
     return keys
 

@@ -7,18 +7,10 @@ already exactly its current key is left as it is.
 """
 
 from invoke import Collection, task
-from paramiko.hostkeys import HostKeys
 
-from .connections import fetch_host_key, fingerprint
+from .connections import fetch_host_key, fingerprint, names_host
 from .localfiles import locked, read_text, write_atomic
 from .session import Outcome, session_of
-
-
-def _names_host(name, host):
-    if name.startswith("|1|"):
-        salt = name.split("|")[2]
-        return HostKeys.hash_host(host, salt) == name
-    return name == host
 
 
 def entry_line(host, key):
@@ -30,7 +22,7 @@ def _hosts_named(fields, hosts):
     if len(fields) < 3 or fields[0].startswith(("#", "@")):
         return set()
     names = fields[0].split(",")
-    return {h for h in hosts for n in names if _names_host(n, h)}
+    return {h for h in hosts for n in names if names_host(n, h)}
 
 
 def update_known_hosts(text, keys):
@@ -58,7 +50,7 @@ def update_known_hosts(text, keys):
         if not ours:
             out.append(line)
             continue
-        kept = [n for n in fields[0].split(",") if not any(_names_host(n, h) for h in ours)]
+        kept = [n for n in fields[0].split(",") if not any(names_host(n, h) for h in ours)]
         if kept:  # a line shared with the user's other hosts keeps those names
             out.append(line.replace(fields[0], ",".join(kept), 1))
     out.extend(entry_line(host, keys[host]) for host in keys if host in stale)

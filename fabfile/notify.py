@@ -50,9 +50,9 @@ def notify(c, url=None):
         conf = opts["notify"]
         urls = list(conf["urls"]) + ([url] if url else [])
         sender = apprise.Apprise()
-        for each in urls:
-            if not sender.add(each):
-                raise BadInput(f"bad apprise URL #{urls.index(each) + 1} (scheme {each.split(':', 1)[0]!r})")
+        for number, each in enumerate(urls, 1):
+            if not sender.add(each):  # never print a URL: it may hold a token
+                raise BadInput(f"bad apprise URL #{number} (scheme {each.split(':', 1)[0]!r})")
     except BadInput as exc:
         raise exc.exit() from None
     if session.checks is None:

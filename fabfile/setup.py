@@ -7,7 +7,7 @@ others finish; then each node's result and the commands to reach the cluster.
 
 from invoke import Collection, task
 
-from .bootstrap import bootstrap, repo_name
+from .bootstrap import bootstrap, venv_bin
 from .headssh import head_ssh
 from .hostkeys import hostkeys
 from .notify import notify
@@ -27,10 +27,9 @@ def final_report(session, opts):
     lines = ["", "Cluster"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     head = session.head.alias
-    ray = f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/ray"
     lines += ["", "Access", f"  ssh {head}"]
     if len(session.nodes) > 1 and opts["ray"]["enabled"]:
-        lines.append(f"  ssh {head} '{ray} status'")
+        lines.append(f"  ssh {head} '{venv_bin(opts, 'ray')} status'")
     lines.append(f"  ssh -t {head} 'tmux attach -t {SESSION}'")
     session.report.write("\n".join(lines))
 
