@@ -1,24 +1,23 @@
 """head-ssh: worker1.. aliases on the head, over the private network, proven.
 
 One rendered script, run on the head in one round trip: it records each
-worker's host key (fetched over the private network, accepted only when it
-is the key the laptop verified for that machine), writes ``Host workerK``
+worker's host key under its private address (the key the laptop verified for
+that machine: nothing is scanned or accepted blindly), writes ``Host workerK``
 entries (a marked block of the head's ``~/.ssh/config``; the cluster key is
-the identity) and then runs ``ssh workerK hostname`` for every worker.
+the identity) and then runs ``ssh workerK hostname`` for every worker, with
+strict host key checking: a private address that leads to another machine
+(swapped addresses, say) fails there.
 """
 
 import re
 
 from invoke import Collection, task
 
-from .connections import known_host_entries, names_host
+from .connections import fingerprint, known_host_entries, names_host
 from .render import command, render
 from .session import Outcome, session_of
 
-# ssh-keyscan -t names for the key algorithms paramiko reports.
-KEYSCAN_TYPE = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa",
-                "ecdsa-sha2-nistp384": "ecdsa", "ecdsa-sha2-nistp521": "ecdsa"}
-LINE_RE = re.compile(r"^(HOSTKEY|REACH) (\S+) (ok|failed) ?(.*)$")
+LINE_RE = re.compile(r"^REACH (\S+) (ok|failed) ?(.*)$")
 
 
 def worker_name(node):
@@ -26,13 +25,13 @@ def worker_name(node):
 
 
 def verified_keys(path, nodes):
-    """{alias: the key the laptop's known_hosts holds for that node}."""
+    """{alias: the keys the laptop's known_hosts holds for that node}, nodes without one left out."""
     entries = known_host_entries(path)
     keys = {}
     for node in nodes:
-        for entry in entries:
-            if any(names_host(name, node.address) for name in entry.hostnames):
-                keys[node.alias] = entry.key
+        found = [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
+        if found:
+            keys[node.alias] = found
     return keys
 
 
@@ -49,12 +48,9 @@ def head_ssh(c):
         if node.alias not in keys:
             session.fail(node, "head-ssh", f"no verified host key for {node.address} on the laptop: run hostkeys")
     workers = [w for w in workers if w.alias in keys]
-    # Scan only the key types the laptop verified: each extra type is a full handshake per worker.
-    key_types = sorted({KEYSCAN_TYPE.get(k.get_name(), k.get_name()) for k in keys.values()})
-    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, key_types=key_types, workers=[
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
-         "key": f"{keys[w.alias].get_name()} {keys[w.alias].get_base64()}",
-         "fingerprint": keys[w.alias].fingerprint} for w in workers
+         "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers
     ])
 
     def run(node, cxn):
@@ -69,12 +65,16 @@ def head_ssh(c):
     if head.alias not in found:
         return
     by_alias = {w.alias: w for w in workers}
-    for kind, alias, status, detail in (m.groups() for m in map(LINE_RE.match, found[head.alias].value.splitlines()) if m):
+    for alias, status, detail in (m.groups() for m in map(LINE_RE.match, found[head.alias].value.splitlines()) if m):
         node = by_alias[alias]
-        if status == "failed":
-            session.fail(node, "head-ssh", f"{head.alias} -> {worker_name(node)} ({node.private}): {detail}")
-        elif kind == "REACH":
-            session.report.line("head-ssh", node, "ok", f"{head.alias} -> {worker_name(node)} ({node.private}): {detail}")
+        hop = f"{head.alias} -> {worker_name(node)} ({node.private})"
+        if status == "ok":
+            session.report.line("head-ssh", node, "ok", f"{hop}: {detail}")
+        elif "Host key verification failed" in detail:
+            session.fail(node, "head-ssh", f"{hop}: that address offers another host key than the one verified "
+                                           f"for {node.address} ({', '.join(fingerprint(k) for k in keys[alias])}): is it the right private address?")
+        else:
+            session.fail(node, "head-ssh", f"{hop}: {detail}")
 
 
 ns = Collection("headssh")

@@ -80,6 +80,16 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     assert again.returncode == 0
     assert node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split().count("multinode") == 1
 
+    # Private addresses swapped by mistake: each leads to the other machine, whose host key is
+    # not the one verified for the node named; the strict proof refuses both, nothing is accepted.
+    swapped = laptop.fab("-H", "198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.12,198.18.0.12:198.19.0.11", "head-ssh")
+    assert swapped.returncode == 1, swapped.stdout + swapped.stderr
+    for nid, private in ((1, "198.19.0.12"), (2, "198.19.0.11")):
+        status, detail = rows(swapped.stdout, "head-ssh")[f"rental{nid}"]
+        assert status == "FAILED" and detail.startswith(f"rental0 -> worker{nid} ({private}): that address offers "
+                                                        f"another host key than the one verified for 198.18.0.1{nid}")
+    assert node_sh(sb, 0, "ssh -o BatchMode=yes worker1 hostname").returncode != 0
+
 
 def panes_on(sb, window, expected):
     """Each pane's last prompt (user@host), waiting up to 30 s for them to be ``expected``."""

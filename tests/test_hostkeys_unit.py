@@ -71,11 +71,15 @@ def test_head_ssh_finds_the_laptops_key_in_a_hashed_entry(tmp_path):
     from fabfile.headssh import verified_keys
     from fabfile.inventory import parse_hosts
 
-    key, other = _key(), _key()
+    key, other, second = _key(), _key(), _key()
     path = tmp_path / "known_hosts"
     path.write_text(f"{HostKeys.hash_host('198.18.0.11')} {key.get_name()} {key.get_base64()}\n"
-                    f"[198.18.0.12]:2222 {other.get_name()} {other.get_base64()}\n")
+                    f"[198.18.0.12]:2222 {other.get_name()} {other.get_base64()}\n"
+                    f"198.18.0.12 {key.get_name()} {key.get_base64()}\n"
+                    f"[198.18.0.12]:2222,198.18.0.99 {second.get_name()} {second.get_base64()}\n")
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:2222:198.19.0.12")
     keys = verified_keys(path, nodes)
-    assert set(keys) == {"rental1", "rental2"}
-    assert keys["rental1"].get_base64() == key.get_base64() and keys["rental2"].get_base64() == other.get_base64()
+    assert set(keys) == {"rental1", "rental2"}  # rental0: none, left out
+    assert [k.get_base64() for k in keys["rental1"]] == [key.get_base64()]
+    # every key recorded for that address and port, and only those
+    assert [k.get_base64() for k in keys["rental2"]] == [other.get_base64(), second.get_base64()]

@@ -29,6 +29,8 @@ PUBLIC_IF, PRIVATE_IF = "eth0", "ens7"
 MAX_NODES = 200
 SSH_PORTS = (22, 2222)  # 2222: a provider's non-standard port (USER@PUBLIC:PORT:PRIVATE)
 STATE_ROOT = Path(os.environ.get("MULTINODE_SANDBOX_STATE", "/var/lib/multinode-sandbox"))
+# CPU accounting per node (cgroup v1 cpuacct, or v2): every process of a node is counted.
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpuacct"), Path("/sys/fs/cgroup"))
 
 # PID 1 of a node: reaps orphans (daemons, tmux servers) until killed.
 INIT = (
@@ -105,6 +107,49 @@ class Sandbox:
         """The ``-H`` value for this sandbox: PUBLIC:PRIVATE,..."""
         return ",".join(f"{n['public']}:{n['private']}" for n in self.nodes)
 
+    # -- CPU accounting ------------------------------------------------------
+    def _cgroup(self, nid):
+        for root in CGROUP_ROOTS:
+            if (root / "cpuacct.usage").exists() or (root / "cgroup.controllers").exists():
+                return root / f"multinode-{self.name}" / f"n{nid}"
+        return None
+
+    def _accounted(self, nid, argv):
+        """``argv``, run inside node ``nid``'s CPU cgroup (joined before exec: children follow)."""
+        group = self._cgroup(nid)
+        try:
+            group.mkdir(parents=True, exist_ok=True)
+        except (AttributeError, OSError):
+            return argv
+        return ["sh", "-c", '{ echo $$ >"$0"; } 2>/dev/null; exec "$@"', str(group / "cgroup.procs"), *argv]
+
+    def _remove_cgroups(self):
+        group = self._cgroup(0)
+        if group is None or not group.parent.exists():
+            return
+        for sub in group.parent.glob("n*"):
+            for _ in range(50):  # empty once the killed processes are gone
+                try:
+                    sub.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        try:
+            group.parent.rmdir()
+        except OSError:
+            pass
+
+    def cpu_seconds(self, nid):
+        """CPU time node ``nid``'s processes have used so far (None without cgroups)."""
+        group = self._cgroup(nid)
+        try:
+            if (group / "cpuacct.usage").exists():
+                return int((group / "cpuacct.usage").read_text()) / 1e9
+            stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+            return int(stat["usage_usec"]) / 1e6
+        except (AttributeError, OSError, KeyError, ValueError):
+            return None
+
     # -- network -------------------------------------------------------------
     def _netns(self, ns):
         sh("ip", "netns", "add", ns)
@@ -167,8 +212,9 @@ class Sandbox:
         )
         log = open(Path(node["dir"]) / "init.log", "a")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", node["ns"], "unshare", "--mount", "--uts", "--pid", "--fork",
-             "--kill-child", "--propagation", "private", "sh", "-c", script],
+            self._accounted(node["nid"], [
+                "ip", "netns", "exec", node["ns"], "unshare", "--mount", "--uts", "--pid", "--fork",
+                "--kill-child", "--propagation", "private", "sh", "-c", script]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
@@ -192,8 +238,9 @@ class Sandbox:
         with open(log, "a") as fh:
             start = fh.tell()
             proc = subprocess.Popen(
-                ["nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w", "/usr/sbin/sshd", "-D", "-e",
-                 *[arg for port in SSH_PORTS for arg in ("-p", str(port))]],
+                self._accounted(nid, [
+                    "nsenter", "-t", str(node["init_pid"]), "-a", "-r", "-w", "/usr/sbin/sshd", "-D", "-e",
+                    *[arg for port in SSH_PORTS for arg in ("-p", str(port))]]),
                 stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
             )
         deadline = time.time() + 20
@@ -292,6 +339,7 @@ class Sandbox:
                     sh("umount", "-l", root, check=False)
         for ns in namespaces:
             sh("ip", "netns", "del", ns, check=False)
+        self._remove_cgroups()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.nodes = []
         if not [ns for ns in _namespaces() if ns.endswith("-sw")]:
