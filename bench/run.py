@@ -5,8 +5,12 @@
 For each N: bring up N fresh sandbox nodes (and the forge), time
 ``fab -H ... setup`` and then ``fab verify`` from the laptop namespace, count
 the SSH logins each node's sshd accepted from the laptop (its -e log), and
-read the fab process's peak memory (wait4's ru_maxrss). Prints the wall times,
-their ratio to N = 1, logins per node and peak memory. A script, not a test.
+read the fab process's peak memory (wait4's ru_maxrss), and the CPU time the
+nodes themselves used (the sandbox puts each node in a cgroup). Prints the wall
+times, their ratio to N = 1, logins per node, peak memory, the CPU seconds of
+the nodes and of fab, and how busy that kept the machine's cores: a setup
+whose nodes need more CPU than the machine has cannot be faster than
+(nodes' CPU + fab's CPU) / cores, whatever the tool does. A script, not a test.
 
 ``--light`` leaves out the CPU-heavy work done on the nodes themselves (the
 workspace venv with Ray, Ray, dotfiles): on one 2-core machine, N sandbox
@@ -38,6 +42,10 @@ def logins(sb):
     return [len(re.findall(pattern, sb.sshd_log(n))) for n in range(len(sb.nodes))]
 
 
+def nodes_cpu(sb):
+    return sum(sb.cpu_seconds(n) or 0.0 for n in range(len(sb.nodes)))
+
+
 def timed(sb, env, *args):
     """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code, CPU seconds)."""
     start = time.monotonic()
@@ -62,15 +70,16 @@ def measure(n, key, light=False):
         config = {**sb.forge.config(), "log_dir": str(home / "logs"), **(LIGHT if light else {})}
         (home / ".fabric.yaml").write_text(json.dumps({"multinode": config}))
         env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+        idle = nodes_cpu(sb)
         setup_s, setup_mb, setup_rc, setup_cpu = timed(sb, env, "-H", sb.hosts, "setup", "--tail", "0")
-        after_setup = logins(sb)
+        after_setup, setup_nodes_cpu = logins(sb), nodes_cpu(sb) - idle
         verify_s, verify_mb, verify_rc, _ = timed(sb, env, "verify")
         after_verify = logins(sb)
         return {
             "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,
             "setup_logins": sorted(set(after_setup)),
             "verify_logins": sorted({b - a for a, b in zip(after_setup, after_verify)}),
-            "peak_mb": max(setup_mb, verify_mb), "setup_cpu": setup_cpu,
+            "peak_mb": max(setup_mb, verify_mb), "setup_cpu": setup_cpu, "nodes_cpu": setup_nodes_cpu,
         }
     finally:
         sb.down()
@@ -90,12 +99,14 @@ def main():
         print(f"N={n}: setup {r['setup_s']:.1f}s (exit {r['setup_rc']}), verify {r['verify_s']:.2f}s "
               f"(exit {r['verify_rc']})", file=sys.stderr, flush=True)
     base = results[0]
-    print(f"| N | setup (s) | x N={base['n']} | fab's own CPU in setup (s) | verify (s) | x N={base['n']} "
-          "| logins per node: setup / verify | fab peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    cores = os.cpu_count()
+    print(f"| N | setup (s) | x N={base['n']} | CPU in setup (s): nodes / fab | cores busy | verify (s) "
+          f"| x N={base['n']} | logins per node: setup / verify | fab peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['n']} | {r['setup_s']:.1f} | {r['setup_s'] / base['setup_s']:.2f} | {r['setup_cpu']:.1f} "
-              f"| {r['verify_s']:.2f} "
+        busy = (r["nodes_cpu"] + r["setup_cpu"]) / (r["setup_s"] * cores)
+        print(f"| {r['n']} | {r['setup_s']:.1f} | {r['setup_s'] / base['setup_s']:.2f} "
+              f"| {r['nodes_cpu']:.1f} / {r['setup_cpu']:.1f} | {busy:.0%} of {cores} | {r['verify_s']:.2f} "
               f"| {r['verify_s'] / base['verify_s']:.2f} | {'/'.join(map(str, r['setup_logins']))} / "
               f"{'/'.join(map(str, r['verify_logins']))} | {r['peak_mb']:.0f} |")
     shutil.rmtree(keydir, ignore_errors=True)

@@ -196,6 +196,8 @@ def show_logs(session, results, tail):
         if node.alias not in results:
             continue
         steps, _, log_path, exited = results[node.alias]
+        if not tail and exited == 0:  # --tail 0: nothing to show for a node that succeeded
+            continue
         lines = log_path.read_text(errors="replace").splitlines()
         print(f"\n=== {node.alias} ({node.address}): last {min(tail, len(lines))} of {len(lines)} lines, {log_path}")
         shown = lines[-tail:] if tail else []

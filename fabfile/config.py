@@ -4,10 +4,13 @@ Override in ``~/.fabric.yaml``, ``/etc/fabric.yaml`` or a project
 ``fabric.yaml`` (``multinode: {users: [ubuntu, root]}``); CLI flags win.
 """
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 from .inventory import USER_RE, BadInput, state_path
+
+KEX_RE = re.compile(r"^([a-z0-9][a-z0-9@.+-]*(,[a-z0-9][a-z0-9@.+-]*)*)?$")
 
 DEFAULTS = {
     # Login users tried in order by detect-user (an explicit USER@ wins).
@@ -57,6 +60,11 @@ DEFAULTS = {
     # start_flags go to every `ray start`, head_flags to the head's only;
     # enabled: false leaves Ray out (the ray step is skipped).
     "ray": {"enabled": True, "port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
+    # head-ssh: KexAlgorithms of the head's workerK aliases (every tmux pane and proof is one
+    # connection). curve25519 is what the laptop's own connections (paramiko) use; OpenSSH's
+    # default post-quantum sntrup761 costs the head about 8x the CPU per connection.
+    # Empty: OpenSSH's default.
+    "head_ssh": {"kex_algorithms": "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256"},
     # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
     "notify": {"urls": [], "desktop": True},
     # Seconds a node's bootstrap script may run before the node is failed (a hang
@@ -129,6 +137,9 @@ def options(config):
     for tool in opts["tools"]:
         if not isinstance(tool, dict) or set(tool) != {"name", "check", "install"}:
             raise BadInput(f"bad multinode.tools entry {tool!r}: expected name, check and install")
+    kex = opts["head_ssh"]["kex_algorithms"]
+    if not isinstance(kex, str) or not KEX_RE.match(kex):
+        raise BadInput(f"bad multinode.head_ssh.kex_algorithms {kex!r}: expected names separated by commas, or empty")
     if not str(opts["workspace"]).startswith("/"):
         raise BadInput(f"bad multinode.workspace {opts['workspace']!r}: expected an absolute path")
     return opts

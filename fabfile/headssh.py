@@ -48,7 +48,8 @@ def head_ssh(c):
         if node.alias not in keys:
             session.fail(node, "head-ssh", f"no verified host key for {node.address} on the laptop: run hostkeys")
     workers = [w for w in workers if w.alias in keys]
-    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, workers=[
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout,
+                    kex=session.options["head_ssh"]["kex_algorithms"], workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
          "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers
     ])

@@ -35,6 +35,7 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     laptop, sb = configured, healthy
     r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", "head-ssh", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "===" not in r.stdout  # --tail 0: no log section for a node that succeeded
     assert rows(r.stdout, "ray")["rental0"] == ("ok", "3 of 3 node(s) in the Ray cluster")
 
     # `ray status` (the autoscaler's view) catches up with the GCS within seconds.
@@ -58,8 +59,9 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     # head-ssh: workers by alias over the private network, strict host keys.
     for nid in (1, 2):
         assert rows(r.stdout, "head-ssh")[f"rental{nid}"] == ("ok", f"rental0 -> worker{nid} (198.19.0.1{nid}): node{nid}")
-    hop = node_sh(sb, 0, "ssh -o StrictHostKeyChecking=yes -o BatchMode=yes worker2 hostname")
+    hop = node_sh(sb, 0, "ssh -v -o StrictHostKeyChecking=yes -o BatchMode=yes worker2 hostname")
     assert hop.stdout == "node2\n", hop.stderr
+    assert "kex: algorithm: curve25519-sha256\n" in hop.stderr  # head_ssh.kex_algorithms, not sntrup761
 
     # A second bootstrap leaves the running, joined Ray alone.
     before = [ray_pids(sb, n) for n in range(3)]

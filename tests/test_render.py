@@ -58,6 +58,21 @@ def test_bad_tools_and_workspace_refused():
         opts(tools=[{"name": "x"}])
     with pytest.raises(BadInput, match="'workspace'"):
         opts(workspace="workspace")
+    with pytest.raises(BadInput, match=r"head_ssh.kex_algorithms 'curve25519-sha256\\nHost \*'"):
+        opts(head_ssh={"kex_algorithms": "curve25519-sha256\nHost *"})
+
+
+def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    worker = {"alias": "rental1", "name": "worker1", "private": "198.19.0.11", "user": "user",
+              "keys": ["ssh-ed25519 AAAAC3Nza", "ssh-rsa AAAAB3Nza"]}
+    script = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="curve25519-sha256", workers=[worker])
+    assert "198.19.0.11 ssh-ed25519 AAAAC3Nza\n198.19.0.11 ssh-rsa AAAAB3Nza\nKEYS\n" in script
+    assert "ssh-keyscan" not in script  # nothing is fetched and accepted blindly
+    assert "    StrictHostKeyChecking yes\n    UpdateHostKeys no\n    KexAlgorithms curve25519-sha256\n" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    default = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[worker])
+    assert "KexAlgorithms" not in default  # empty: OpenSSH's own default
 
 
 def test_tmux_layout_windows_of_four_head_first():
