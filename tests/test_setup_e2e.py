@@ -62,6 +62,7 @@ def test_setup_verify_notify(cluster):
     data = json.loads(js.stdout)
     assert data["ok"] is False and data["nodes"]["rental2"]["checks"]["age-key"]["status"] == "fail"
     assert data["nodes"]["rental1"]["checks"]["age-key"]["status"] == "ok"
+    assert data["nodes"]["rental0"]["checks"]["ray-cluster"] == {"status": "ok", "reason": ""}
 
     n = laptop.fab("notify")
     assert n.returncode == 1
