@@ -46,14 +46,24 @@ def nodes_cpu(sb):
     return sum(sb.cpu_seconds(n) or 0.0 for n in range(len(sb.nodes)))
 
 
-def timed(sb, env, *args):
-    """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code, CPU seconds)."""
+LOGS = Path(tempfile.gettempdir()) / "multinode-bench"
+
+
+def timed(sb, env, name, *args):
+    """Run fab in the laptop namespace: (seconds, peak RSS MiB, exit code, CPU seconds).
+
+    Its output goes to ``LOGS/<name>.log``, named on stderr when fab failed.
+    """
+    LOGS.mkdir(exist_ok=True)
+    log = LOGS / f"{name}.log"
     start = time.monotonic()
-    proc = subprocess.Popen(sb.laptop_cmd(FAB, *args, env=env), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    return (time.monotonic() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
-            usage.ru_utime + usage.ru_stime)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(sb.laptop_cmd(FAB, *args, env=env), cwd=ROOT, stdout=out, stderr=out)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        print(f"fab {' '.join(args[-3:])} exited {code}: see {log}", file=sys.stderr)
+    return time.monotonic() - start, usage.ru_maxrss / 1024, code, usage.ru_utime + usage.ru_stime
 
 
 LIGHT = {"repo": {"url": ""}, "dotfiles": {"repo": ""}, "ray": {"enabled": False}}
@@ -71,9 +81,9 @@ def measure(n, key, light=False):
         (home / ".fabric.yaml").write_text(json.dumps({"multinode": config}))
         env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
         idle = nodes_cpu(sb)
-        setup_s, setup_mb, setup_rc, setup_cpu = timed(sb, env, "-H", sb.hosts, "setup", "--tail", "0")
+        setup_s, setup_mb, setup_rc, setup_cpu = timed(sb, env, f"setup-{n}", "-H", sb.hosts, "setup", "--tail", "0")
         after_setup, setup_nodes_cpu = logins(sb), nodes_cpu(sb) - idle
-        verify_s, verify_mb, verify_rc, _ = timed(sb, env, "verify")
+        verify_s, verify_mb, verify_rc, _ = timed(sb, env, f"verify-{n}", "verify")
         after_verify = logins(sb)
         return {
             "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,

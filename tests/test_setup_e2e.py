@@ -55,6 +55,7 @@ def test_setup_verify_notify(cluster):
     bad = laptop.fab("verify")
     assert bad.returncode == 1
     assert "✗ rental2 age-key: ~/key.txt is missing or not 0600" in bad.stdout
+    assert "✗ rental2 decrypt: an encrypted dotfile does not decrypt with ~/key.txt" in bad.stdout
     assert rows(bad.stdout, "verify")["rental2"][0] == "FAILED"
     assert rows(bad.stdout, "verify")["rental0"][0] == "ok"
     js = laptop.fab("verify", "--json")
