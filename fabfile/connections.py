@@ -121,7 +121,6 @@ class WaitingRemote(Remote):
 def login(node, user, settings, config):
     """An open, authenticated Fabric Connection, host key checked strictly."""
     timeout = settings.connect_timeout
-    config.runners.remote = WaitingRemote  # the one config every node's connection shares
     cxn = Connection(
         node.public,
         user=user,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from invoke.exceptions import Exit
 
 from .config import options, settings
-from .connections import AuthFailed, NodeError, describe, login
+from .connections import AuthFailed, NodeError, WaitingRemote, describe, login
 from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
 from .report import Reporter
 
@@ -68,6 +68,8 @@ class Session:
             raise exc.exit() from None
         for node in nodes:
             node.alias = f"{self.settings.alias_prefix}{node.nid}"
+        # Set here, once, before any thread: Invoke's config is not safe to change concurrently.
+        config.runners.remote = WaitingRemote
         self.config = config
         self.locks = {n.alias: threading.Lock() for n in nodes}
         self.report = Reporter(nodes)
