@@ -18,6 +18,8 @@ from .render import command, render
 from .session import Outcome, session_of
 
 LINE_RE = re.compile(r"^REACH (\S+) (ok|failed) ?(.*)$")
+# On the head: the workers' verified host keys, read by the worker aliases only.
+KNOWN_HOSTS = "multinode_known_hosts"
 
 
 def worker_name(node):
@@ -47,8 +49,15 @@ def head_ssh(c):
     for node in workers:
         if node.alias not in keys:
             session.fail(node, "head-ssh", f"no verified host key for {node.address} on the laptop: run hostkeys")
-    workers = [w for w in workers if w.alias in keys]
-    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout,
+    # A worker's login user is known once it was reached (detect-user, or remembered);
+    # else log in now, which finds it.
+    unknown = [w for w in workers if w.alias in keys and not w.user]
+    if unknown:
+        session.each("head-ssh", lambda node, cxn: Outcome("ok"), quiet=True, only=unknown)
+    workers = [w for w in workers if w.alias in keys and w.alias not in session.failed]
+    if not workers:
+        return
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, known_hosts=KNOWN_HOSTS,
                     kex=session.options["head_ssh"]["kex_algorithms"], workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
          "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers

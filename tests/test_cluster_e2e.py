@@ -91,6 +91,9 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
         assert status == "FAILED" and detail.startswith(f"rental0 -> worker{nid} ({private}): that address offers "
                                                         f"another host key than the one verified for 198.18.0.1{nid}")
     assert node_sh(sb, 0, "ssh -o BatchMode=yes worker1 hostname").returncode != 0
+    # The users of that new -H were not known yet: head-ssh logged in to find them.
+    config = node_sh(sb, 0, "cat ~/.ssh/config").stdout
+    assert "Host worker1\n    HostName 198.19.0.12\n    User user\n" in config and "User None" not in config
 
 
 def panes_on(sb, window, expected):

@@ -66,12 +66,15 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     worker = {"alias": "rental1", "name": "worker1", "private": "198.19.0.11", "user": "user",
               "keys": ["ssh-ed25519 AAAAC3Nza", "ssh-rsa AAAAB3Nza"]}
-    script = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="curve25519-sha256", workers=[worker])
+    script = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="curve25519-sha256", workers=[worker],
+                    known_hosts="multinode_known_hosts")
     assert "198.19.0.11 ssh-ed25519 AAAAC3Nza\n198.19.0.11 ssh-rsa AAAAB3Nza\nKEYS\n" in script
     assert "ssh-keyscan" not in script  # nothing is fetched and accepted blindly
-    assert "    StrictHostKeyChecking yes\n    UpdateHostKeys no\n    KexAlgorithms curve25519-sha256\n" in script
+    assert ("    StrictHostKeyChecking yes\n    UserKnownHostsFile ~/.ssh/multinode_known_hosts\n"
+            "    GlobalKnownHostsFile /dev/null\n    UpdateHostKeys no\n    KexAlgorithms curve25519-sha256\n") in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
-    default = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[worker])
+    default = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[worker],
+                     known_hosts="multinode_known_hosts")
     assert "KexAlgorithms" not in default  # empty: OpenSSH's own default
 
 
