@@ -116,6 +116,10 @@ class WaitingRemote(Remote):
     def wait(self):
         while not (self.process_is_finished or self.has_dead_threads):
             self.channel.status_event.wait(0.25)
+        if self._timer is not None and self.channel.exit_status == -1:
+            # Closed without an exit status, maybe by the timeout's timer, which is then
+            # still inside kill(): let it finish, so Invoke reports the timeout.
+            self._timer.join(1)
 
 
 def login(node, user, settings, config):
