@@ -50,6 +50,7 @@ class Session:
         self.locks = {}
         self.config = None
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
+        self.interrupted = False
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -102,7 +103,8 @@ class Session:
             try:
                 outcome = fn(node, self.connection(node)) if connect else fn(node)
             except Exception as exc:  # one node's failure never stops the others
-                self.fail(node, task, describe(exc))
+                if not self.interrupted:  # else: its connection was closed on purpose
+                    self.fail(node, task, describe(exc))
                 return node.alias, None
             if not quiet:
                 self.report.line(task, node, outcome.status, outcome.detail)
@@ -111,9 +113,28 @@ class Session:
         targets = [n for n in only or self.nodes if n.alias not in self.failed]
         if not targets:
             return {}
-        with ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets)))
+        try:
             results = dict(pool.map(work, targets))
+        except KeyboardInterrupt:
+            self.interrupt(task, len(targets))
+        finally:
+            pool.shutdown(wait=not self.interrupted, cancel_futures=True)
         return {alias: out for alias, out in results.items() if out is not None}
+
+    def interrupt(self, task, count):
+        """Ctrl-C: close every connection (ending the commands on them) and stop, exit 130.
+
+        Waiting for the pool would wait for every node script (up to
+        script_timeout) while the user wants out.
+        """
+        self.interrupted = True
+        self.close()
+        raise Exit(
+            f"multinode: interrupted during {task}: connections to {count} node(s) closed. A node script "
+            "still running stops at its next line of output; running the task again is safe.",
+            code=130,
+        )
 
     def candidates(self, node):
         """Login users to try: the explicit one, else the remembered one first."""
@@ -125,6 +146,8 @@ class Session:
     def connection(self, node):
         """The node's open connection, logging in (and finding the user) once."""
         with self.locks[node.alias]:
+            if self.interrupted:
+                raise NodeError("interrupted")
             cxn = self.conns.get(node.alias)
             if cxn is not None:
                 return cxn
@@ -137,13 +160,16 @@ class Session:
                     continue
                 node.user = user
                 self.conns[node.alias] = cxn
+                if self.interrupted:  # Ctrl-C came during this login: close() may have missed it
+                    cxn.close()
+                    raise NodeError("interrupted")
                 return cxn
             raise NodeError(f"no login user worked (tried {', '.join(tried)} with key {self.settings.identity})")
 
     def close(self):
-        for cxn in self.conns.values():
+        for alias, cxn in list(self.conns.items()):
             cxn.close()
-        self.conns.clear()
+            self.conns.pop(alias, None)
 
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""

@@ -119,3 +119,40 @@ def test_a_hanging_node_script_is_stopped_at_the_timeout(configured, healthy):
         "FAILED", "no answer after 3s: the command was stopped (the node may hang)")
     # Let the abandoned script finish before other tests use the node.
     sb.exec(0, "bash", "-c", "for i in $(seq 1 60); do pgrep -f multinode/node.sh >/dev/null || exit 0; sleep 0.5; done")
+
+
+def test_ctrl_c_stops_at_once_and_closes_the_node_connections(configured, healthy):
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import FAB, ROOT
+
+    laptop, sb = configured, healthy
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(tools=[{"name": "slow", "check": "false", "install": "sleep 45"}])
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    hosts = ",".join(f"{n['public']}:{n['private']}" for n in sb.nodes[:2])
+    proc = subprocess.Popen(sb.laptop_cmd(FAB, "-H", hosts, "hostkeys", "detect-user", "bootstrap", env=laptop.env),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not all(node_sh(sb, n, "pgrep -fx 'sleep 45'").returncode == 0 for n in (0, 1)):
+            assert time.time() < deadline and proc.poll() is None, "the slow tool never started"
+            time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 5  # not after the node scripts (45 s more)
+        assert proc.returncode == 130, out + err
+        assert "multinode: interrupted during bootstrap: connections to 2 node(s) closed." in err
+        assert "Traceback" not in out + err
+        # The nodes' sshd sessions of that run are gone.
+        for n, user in ((0, USERS[0]), (1, USERS[1])):
+            gone = node_sh(sb, n, f"for i in $(seq 1 20); do pgrep -f 'sshd: {user}@nott[y]' || exit 0; sleep 0.25; done; exit 1")
+            assert gone.returncode == 0, f"node{n} still has the session: {gone.stdout}"
+    finally:
+        proc.kill()
+        for n in (0, 1):  # leave the nodes as other tests expect them
+            node_sh(sb, n, "pkill -f multinode/node.sh; pkill -fx 'sleep 45'; true")
