@@ -23,6 +23,21 @@ def test_laptop_reaches_public_not_private(laptop, sandbox):
     assert sandbox.exec(1, "sudo", "-n", "true", user="user").returncode == 0
 
 
+def test_each_node_counts_its_own_cpu(laptop, sandbox, laptop_key):
+    """What runs on a node through its sshd is that node's CPU time (the benchmark reads it)."""
+    before = [sandbox.cpu_seconds(n) for n in range(3)]
+    if None in before:
+        import pytest
+
+        pytest.skip("no cgroup CPU accounting on this machine")
+    burn = "python3 -c 'sum(range(60_000_000))'"
+    r = laptop.run("ssh", "-i", str(laptop_key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                   "-o", "BatchMode=yes", f"user@{sandbox.nodes[1]['public']}", burn)
+    assert r.returncode == 0, r.stderr
+    used = [sandbox.cpu_seconds(n) - b for n, b in enumerate(before)]
+    assert used[1] > 0.3 and used[0] < 0.1 and used[2] < 0.1, used
+
+
 def test_cli_up_status_down_leaves_nothing(laptop_key):
     fab = [str(ROOT / ".venv/bin/fab")]
     up = subprocess.run(fab + ["sandbox.up", "--nodes", "2", "--users", "user", "--key", f"{laptop_key}.pub",
