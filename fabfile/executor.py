@@ -50,7 +50,7 @@ class ClusterExecutor(Executor):
             results = super().execute(*tasks)
         except BaseException:
             if self.session is not None:
-                self.session.close()
+                self.session.abort()
             raise
         self.session.finish()
         return results

@@ -171,12 +171,17 @@ class Session:
             cxn.close()
             self.conns.pop(alias, None)
 
+    def abort(self):
+        """A task stopped the run (Ctrl-C, bad argument): close, and still remember the cluster."""
+        self.close()
+        if self.nodes is not None:
+            save_state(self.settings.state, self.nodes)
+
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""
-        self.close()
+        self.abort()
         if self.nodes is None:
             return
-        save_state(self.settings.state, self.nodes)
         self.report.summary(self.nodes, self.failed)
         if self.failed:
             raise Exit(code=1)

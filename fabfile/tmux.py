@@ -39,13 +39,17 @@ def tmux(c, nodes=None):
             raise ValueError
     except ValueError:
         raise BadInput(f"bad --nodes {nodes!r}: 1 to {len(session.nodes)} (the cluster's size)").exit() from None
-    script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=layout(session.nodes[:count]))
+    chosen = session.nodes[:count]
+    left_out = [n.alias for n in chosen if n.alias in session.failed]  # no alias on the head, maybe no shell
+    live = [n for n in chosen if n.alias not in session.failed]
+    script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=layout(live))
 
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
         windows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
-        return Outcome("changed", ", ".join(f"{name} ({panes})" for name, panes in windows))
+        return Outcome("changed", ", ".join(f"{name} ({panes})" for name, panes in windows)
+                       + (f"; no pane for {', '.join(left_out)} (failed earlier)" if left_out else ""))
 
     session.each("tmux", run, only=[session.head])
     if session.head.alias not in session.failed:

@@ -148,6 +148,8 @@ def test_ctrl_c_stops_at_once_and_closes_the_node_connections(configured, health
         assert proc.returncode == 130, out + err
         assert "multinode: interrupted during bootstrap: connections to 2 node(s) closed." in err
         assert "Traceback" not in out + err
+        state = json.loads((laptop.home / ".config/multinode/cluster.json").read_text())  # remembered all the same
+        assert [(n["alias"], n["user"]) for n in state["nodes"]] == [("rental0", USERS[0]), ("rental1", USERS[1])]
         # The nodes' sshd sessions of that run are gone.
         for n, user in ((0, USERS[0]), (1, USERS[1])):
             gone = node_sh(sb, n, f"for i in $(seq 1 20); do pgrep -f 'sshd: {user}@nott[y]' || exit 0; sleep 0.25; done; exit 1")

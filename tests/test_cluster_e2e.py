@@ -178,3 +178,14 @@ def test_tmux_with_six_nodes(make_sandbox):
         assert panes_on(sb, window, want) == want
     bad = laptop.fab("tmux", "--nodes", "7")
     assert bad.returncode == 2 and "'7'" in bad.stderr
+
+    # A worker the head cannot reach fails in head-ssh; tmux leaves its pane out, the rest carry on.
+    sb.stop_sshd(3)
+    r = laptop.fab("head-ssh", "tmux")
+    assert r.returncode == 1, r.stdout + r.stderr
+    status, detail = rows(r.stdout, "head-ssh")["rental3"]
+    assert status == "FAILED" and detail.startswith("rental0 -> worker3 (198.19.0.13): ") and "refused" in detail
+    assert rows(r.stdout, "tmux")["rental0"] == (
+        "changed", "head (1), nodes-1 (4), nodes-2 (1); no pane for rental3 (failed earlier)")
+    want = ["ubuntu@node0", "ubuntu@node1", "ubuntu@node2", "ubuntu@node4"]
+    assert panes_on(sb, "nodes-1", want) == want
