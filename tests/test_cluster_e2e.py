@@ -167,10 +167,14 @@ def test_single_node_has_no_ray_and_no_nccl(make_sandbox):
 def test_tmux_with_six_nodes(make_sandbox):
     sb, laptop = make_sandbox("mnsix", ["ubuntu"] * 6)
     laptop.configure(repo={"url": ""}, dotfiles={"repo": ""}, tools=[], ray={"enabled": False},
-                     installers=sb.forge.config()["installers"], log_dir=str(laptop.home / "logs"))
+                     installers=sb.forge.config()["installers"], log_dir=str(laptop.home / "logs"),
+                     head_ssh={"kex_algorithms": "bogus-kex@example.invalid,curve25519-sha256"})
     r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", "head-ssh", "tmux",
                    timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    # A key exchange the head's ssh does not know is left out (it would break every alias).
+    kex = node_sh(sb, 0, "grep -A1 '^Host worker1 worker2' ~/.ssh/config").stdout
+    assert kex == "Host worker1 worker2 worker3 worker4 worker5\n    KexAlgorithms curve25519-sha256\n", kex
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
     for window, nids in (("nodes-1", range(4)), ("nodes-2", range(4, 6))):
