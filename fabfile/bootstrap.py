@@ -120,16 +120,31 @@ def parse_steps(output):
     return [m.groups() for m in map(STEP_RE.match, output.splitlines()) if m]
 
 
+def private_dir(sftp, path):
+    """Make ``path`` (under the login home) a directory only its owner can enter, parents too."""
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        sub = "/".join(parts[:depth])
+        try:
+            sftp.stat(sub)
+        except FileNotFoundError:
+            sftp.mkdir(sub, 0o700)
+    for depth in range(2, len(parts) + 1):  # ours alone: the parents we own, not ~/.cache itself
+        sftp.chmod("/".join(parts[:depth]), 0o700)
+
+
 def send_and_run(cxn, script, files, log_path, timeout):
-    """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``."""
-    # SFTP's open sends no mode: create every file empty and 0600 first (umask
-    # 077, in a 0700 directory), so a secret is never readable by others.
-    paths = [f"{STAGE}/{name}" for name in files]
-    cxn.run("umask 077 && " + command("install", "-d", "-m", "700", os.path.dirname(SCRIPT), STAGE)
-            + "".join(f" && : > {quote(p)}" for p in paths), hide=True, in_stream=False)
+    """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``.
+
+    SFTP's open sends no mode, so files are created as the server's umask
+    says: they are only ever written inside a 0700 directory, which nobody
+    else can enter whatever their own mode.
+    """
     sftp = cxn.sftp()
-    for path, data in zip(paths, files.values()):
-        with sftp.open(path, "wb") as fh:  # truncates the 0600 file, keeps its mode
+    private_dir(sftp, STAGE)
+    for name, data in files.items():
+        with sftp.open(f"{STAGE}/{name}", "wb") as fh:
+            fh.chmod(0o600)
             fh.write(data)
     with sftp.open(SCRIPT, "wb") as fh:
         fh.write(script.encode())

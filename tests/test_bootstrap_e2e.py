@@ -29,6 +29,8 @@ def no_secret_in(text, where):
 
 def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
     laptop, sb = configured, healthy
+    # Left open by someone: made private again before any secret is written there.
+    node_sh(sb, 2, "mkdir -p ~/.cache/multinode/stage && chmod 755 ~/.cache/multinode ~/.cache/multinode/stage")
     r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     no_secret_in(r.stdout + r.stderr, "fab's output")
@@ -39,12 +41,12 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
         check = node_sh(sb, nid, (
             "set -e; cd /workspace/workspace; git rev-parse --abbrev-ref HEAD;"
             " venv/bin/python -c 'import six; print(six.__version__)';"
-            " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/id_ed25519;"
+            " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/id_ed25519 ~/.cache/multinode;"
             " cat ~/.env ~/.netrc ~/.cache/huggingface/token ~/.secret;"
             " git config --global user.email; id -nG; test ! -e ~/.cache/multinode/stage && echo unstaged"))
         assert check.returncode == 0, check.stdout + check.stderr
         out = check.stdout
-        assert out.startswith("main\n1.17.0\n600\n600\n600\n600\n600\n")
+        assert out.startswith("main\n1.17.0\n600\n600\n600\n600\n600\n700\n")  # secrets staged in a 0700 dir
         assert f"export ANTHROPIC_API_KEY={SECRETS['ANTHROPIC_API_KEY']}\n" in out
         assert f"machine api.wandb.ai\n  login user\n  password {WANDB}\n" in out
         assert f"{SECRETS['HF_TOKEN']}\n" in out
