@@ -172,16 +172,20 @@ class Session:
             self.conns.pop(alias, None)
 
     def abort(self):
-        """A task stopped the run (Ctrl-C, bad argument): close, and still remember the cluster."""
+        """A task stopped the run: close; after Ctrl-C, still remember the cluster.
+
+        Any other stop (a bad task argument, exit 2) writes nothing.
+        """
         self.close()
-        if self.nodes is not None:
+        if self.interrupted:
             save_state(self.settings.state, self.nodes)
 
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""
-        self.abort()
+        self.close()
         if self.nodes is None:
             return
+        save_state(self.settings.state, self.nodes)
         self.report.summary(self.nodes, self.failed)
         if self.failed:
             raise Exit(code=1)
