@@ -37,7 +37,6 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
     cluster_pub = (laptop.home / ".config/multinode/cluster_key.pub").read_text()
     laptop_pub = (laptop.home / ".ssh/id_ed25519.pub").read_text()
     for nid, user in enumerate(USERS):
-        home = f"/home/{user}"
         check = node_sh(sb, nid, (
             "set -e; cd /workspace/workspace; git rev-parse --abbrev-ref HEAD;"
             " venv/bin/python -c 'import six; print(six.__version__)';"
