@@ -54,6 +54,7 @@ def head_ssh(c):
     unknown = [w for w in workers if w.alias in keys and not w.user]
     if unknown:
         session.each("head-ssh", lambda node, cxn: Outcome("ok"), quiet=True, only=unknown)
+    session.skip_failed("head-ssh", workers)
     workers = [w for w in workers if w.alias in keys and w.alias not in session.failed]
     if not workers:
         return

@@ -87,17 +87,21 @@ class Session:
         self.failed.setdefault(node.alias, (task, reason))
         self.report.line(task, node, "failed", reason)
 
+    def skip_failed(self, task, nodes):
+        """Say, once per task, that each of ``nodes`` that failed earlier is skipped."""
+        for node in nodes:
+            failed_in = self.failed.get(node.alias, (task,))[0]
+            if failed_in != task and (task, node.alias) not in self.skipped:
+                self.skipped.add((task, node.alias))
+                self.report.line(task, node, "skipped", f"failed earlier in {failed_in}")
+
     def each(self, task, fn, connect=True, quiet=False, only=None):
         """Run ``fn(node, cxn)`` (``fn(node)`` unless ``connect``) on every live node (of ``only``).
 
         Returns ``{alias: Outcome}`` for the nodes that succeeded. Failures are
         reported at once; successes too, unless ``quiet`` (the task reports).
         """
-        for node in only or self.nodes:
-            failed_in = self.failed.get(node.alias, (task,))[0]
-            if failed_in != task and (task, node.alias) not in self.skipped:  # said once per task
-                self.skipped.add((task, node.alias))
-                self.report.line(task, node, "skipped", f"failed earlier in {failed_in}")
+        self.skip_failed(task, only or self.nodes)
 
         def work(node):
             try:

@@ -193,3 +193,8 @@ def test_tmux_with_six_nodes(make_sandbox):
         "changed", "head (1), nodes-1 (4), nodes-2 (1); no pane for rental3 (failed earlier)")
     want = ["ubuntu@node0", "ubuntu@node1", "ubuntu@node2", "ubuntu@node4"]
     assert panes_on(sb, "nodes-1", want) == want
+    # Failed earlier in the same run (the laptop cannot reach it either): head-ssh says it skips it.
+    r = laptop.fab("hostkeys", "head-ssh")
+    assert r.returncode == 1
+    assert rows(r.stdout, "head-ssh")["rental3"] == ("skipped", "failed earlier in hostkeys")
+    assert rows(r.stdout, "head-ssh")["rental5"][0] == "ok"
