@@ -175,6 +175,8 @@ def test_tmux_with_six_nodes(make_sandbox):
     # A key exchange the head's ssh does not know is left out (it would break every alias).
     kex = node_sh(sb, 0, "grep -A1 '^Host worker1 worker2' ~/.ssh/config").stdout
     assert kex == "Host worker1 worker2 worker3 worker4 worker5\n    KexAlgorithms curve25519-sha256\n", kex
+    again = laptop.fab("head-ssh")  # a second run changes nothing on the head
+    assert again.returncode == 0 and rows(again.stdout, "head-ssh")["rental0"] == ("ok", "worker1..worker5 in ~/.ssh/config")
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
     for window, nids in (("nodes-1", range(4)), ("nodes-2", range(4, 6))):
