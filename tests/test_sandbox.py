@@ -53,5 +53,7 @@ def test_cli_up_status_down_leaves_nothing(laptop_key):
     assert down.returncode == 0
     assert "mncli" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not Sandbox("mncli").nodes
+    group = Sandbox("mncli")._cgroup(0)
+    assert group is None or not group.parent.exists()  # its CPU accounting groups too
     bad = subprocess.run(fab + ["sandbox.up", "--nodes", "2", "--users", "a,b,c"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "3 users for 2 nodes" in bad.stderr
