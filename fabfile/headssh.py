@@ -51,11 +51,11 @@ def head_ssh(c):
             session.fail(node, "head-ssh", f"no verified host key for {node.address} on the laptop: run hostkeys")
     # A worker's login user is known once it was reached (detect-user, or remembered);
     # else log in now, which finds it.
-    unknown = [w for w in workers if w.alias in keys and not w.user]
-    if unknown:
+    unknown = [w for w in workers if not w.user]
+    if unknown:  # each() leaves out the failed ones, those without a key included
         session.each("head-ssh", lambda node, cxn: Outcome("ok"), quiet=True, only=unknown)
     session.skip_failed("head-ssh", workers)
-    workers = [w for w in workers if w.alias in keys and w.alias not in session.failed]
+    workers = [w for w in workers if w.alias not in session.failed]
     if not workers:
         return
     script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, known_hosts=KNOWN_HOSTS,

@@ -2,14 +2,18 @@
 
 Asked through the GCS (``ray.nodes()``) with the workspace venv's Python, in
 one remote command that waits up to ``ray.wait`` seconds for late joiners.
+verify's ray-cluster check runs the same query, without waiting.
 """
 
 import json
 
+from invoke.exceptions import UnexpectedExit
+
 from .render import command
 from .session import Outcome
 
-# Run on the head: wait until every expected private address is an alive Ray node.
+# Run on the head: ADDRESS WAIT PRIVATE...; waits until every expected private address
+# is an alive Ray node, prints the alive ones, exits 1 if one is missing.
 RAY_MEMBERS = """
 import json, os, sys, time
 import ray
@@ -22,7 +26,7 @@ while True:
         break
     time.sleep(1)
 print("RAY_MEMBERS " + json.dumps(sorted(alive)), flush=True)
-os._exit(0)  # skip the driver's slow shutdown
+os._exit(0 if want <= alive else 1)  # skip the driver's slow shutdown
 """
 
 
@@ -34,8 +38,10 @@ def check_ray(session, opts, venv_python):
 
     def members(node, cxn):
         cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want)
-        out = cxn.run(cmd, hide=True, in_stream=False, timeout=wait + opts["check_timeout"]).stdout
-        line = next(ln for ln in out.splitlines() if ln.startswith("RAY_MEMBERS "))
+        result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=wait + opts["check_timeout"])
+        line = next((ln for ln in result.stdout.splitlines() if ln.startswith("RAY_MEMBERS ")), None)
+        if line is None:  # the query itself failed (no venv, no Ray): say how
+            raise UnexpectedExit(result)
         return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
 
     found = session.each("ray", members, quiet=True, only=[head])

@@ -15,6 +15,7 @@ from invoke import Collection, task
 from .bootstrap import secret_value, repo_name
 from .headssh import worker_name
 from .connections import NodeError
+from .raycluster import RAY_MEMBERS
 from .render import command, render
 from .session import Outcome, session_of
 
@@ -38,7 +39,7 @@ def verify_script(node, nodes, opts, available):
         "verify.sh.j2",
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
-        privates=[n.private for n in nodes], repo_name=repo_name(opts["repo"]), **available,
+        privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools")},
     )
 

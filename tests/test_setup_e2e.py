@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SECRETS, USERS
+from tests.conftest import ROOT, SECRETS, USERS, node_sh
 from tests.test_hostkeys_users_e2e import accepted, rows
 
 PORT = 8099
@@ -78,3 +78,8 @@ def test_verify_reaches_each_node_once(configured, healthy):
     before = [accepted(sb, n) for n in range(3)]
     laptop.fab("verify")
     assert [accepted(sb, n) - before[n] for n in range(3)] == [1, 1, 1]
+    # Ray gone on node 1: the head's ray-cluster check fails (the query bootstrap waits with, without waiting).
+    node_sh(sb, 1, "/workspace/workspace/venv/bin/ray stop --force")
+    data = json.loads(laptop.fab("verify", "--json").stdout)
+    assert data["nodes"]["rental0"]["checks"]["ray-cluster"] == {
+        "status": "fail", "reason": "Ray on the head does not list every node"}
