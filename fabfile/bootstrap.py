@@ -7,22 +7,25 @@ never in a command line, the rendered script, a log or this output.
 
 import os
 import re
+import secrets
 import subprocess
 import time
 from pathlib import Path
 
 from invoke import Collection, task
 
+from .config import STEP_NAMES
 from .connections import NodeError
 from .inventory import BadInput
 from .raycluster import check_ray
 from .render import command, quote, render, shell_args
 from .session import Outcome, session_of
 
+# Each run stages in a directory of its own (an old run's cleanup never meets
+# the new run's secrets); the script is written beside and renamed into place.
 STAGE = ".cache/multinode/stage"
 SCRIPT = ".cache/multinode/node.sh"
-STEPS = ["workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
-         "tools", "tmux", "ray"]
+STEPS = list(STEP_NAMES)  # in the order they run
 MULTI_NODE_ONLY = {"network", "nccl", "ray"}
 
 
@@ -108,12 +111,17 @@ def node_script(node, nodes, opts, missing, peers=None):
         "node.sh.j2",
         nid=node.nid, ihn=node.nid == 0, ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
         alias=node.alias, private_ip=node.private, nodes=nodes, peers=peers or nodes, steps=steps_for(nodes), missing_secrets=missing,
-        repo_name=repo_name(opts["repo"]),
+        repo_name=repo_name(opts["repo"]), step_timeouts=step_timeouts(opts),
         uv_index_args=shell_args(("--index-url", py["index_url"]), ("--find-links", py["find_links"]),
                                  ("--no-index", bool(py["no_index"]))),
         **{k: opts[k] for k in ("workspace", "repo", "python", "dotfiles", "git", "installers", "tools", "network",
-                                "nccl", "ray")},
+                                "nccl", "ray", "docker")},
     )
+
+
+def step_timeouts(opts):
+    """Seconds each step may run: ``step_timeouts.NAME``, else ``step_timeout``."""
+    return {step: opts["step_timeouts"].get(step, opts["step_timeout"]) for step in STEPS}
 
 
 def parse_steps(output):
@@ -138,18 +146,23 @@ def send_and_run(cxn, script, files, log_path, timeout):
 
     SFTP's open sends no mode, so files are created as the server's umask
     says: they are only ever written inside a 0700 directory, which nobody
-    else can enter whatever their own mode.
+    else can enter whatever their own mode. The stage is this run's own; the
+    script goes to a temporary name first and is renamed over the old one
+    (a bash still reading the old one after a Ctrl-C never sees it change).
     """
+    run_id = secrets.token_hex(4)
+    stage = f"{STAGE}/{run_id}"
     sftp = cxn.sftp()
-    private_dir(sftp, STAGE)
+    private_dir(sftp, stage)
     for name, data in files.items():
-        with sftp.open(f"{STAGE}/{name}", "wb") as fh:
+        with sftp.open(f"{stage}/{name}", "wb") as fh:
             fh.chmod(0o600)
             fh.write(data)
-    with sftp.open(SCRIPT, "wb") as fh:
+    with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
         fh.write(script.encode())
+    sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
     with open(log_path, "w") as log:
-        return cxn.run(command("bash", SCRIPT), warn=True, hide=False, in_stream=False,
+        return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
                        out_stream=log, err_stream=log, timeout=timeout)
 
 
@@ -177,7 +190,7 @@ def bootstrap(c, dry_run=False, tail=None):
         for node in nodes:
             print(f"=== {node.alias} {node.address}: ~/{SCRIPT} ({len(scripts[node.alias])} bytes)")
             print(scripts[node.alias])
-        print(f"=== staged on every node in ~/{STAGE} (0600, removed after the run): "
+        print(f"=== staged on every node in ~/{STAGE}/<run> (0600, removed after the run): "
               + ", ".join(f"{name} ({len(data)} bytes)" for name, data in sorted(files.items())))
         if missing:
             print("not available on this laptop, skipped: " + ", ".join(missing))

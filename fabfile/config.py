@@ -4,12 +4,18 @@ Override in ``~/.fabric.yaml``, ``/etc/fabric.yaml`` or a project
 ``fabric.yaml`` (``multinode: {users: [ubuntu, root]}``); CLI flags win.
 """
 
+import posixpath
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 from .inventory import USER_RE, BadInput, state_path
 
+# Directories a workspace must never be (bootstrap would own files in them).
+SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/tmp"}
+STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
+              "tools", "tmux", "ray")
 KEX_RE = re.compile(r"^([a-z0-9][a-z0-9@.+-]*(,[a-z0-9][a-z0-9@.+-]*)*)?$")
 
 DEFAULTS = {
@@ -38,16 +44,22 @@ DEFAULTS = {
     # environment variable of the same name. `env` names go to ~/.env.
     "secrets": {"env": ["ANTHROPIC_API_KEY"], "files": {}, "wandb": "WANDB_API_KEY", "huggingface": "HF_TOKEN"},
     # chezmoi dotfiles; age_key is the laptop's age identity, sent as ~/key.txt.
-    "dotfiles": {"repo": "", "age_key": "~/key.txt"},
+    # overwrite: a dotfile changed on a node since chezmoi wrote it is replaced
+    # (chezmoi apply --force) instead of failing the dotfiles step.
+    "dotfiles": {"repo": "", "age_key": "~/key.txt", "overwrite": False},
     # Global git identity on the nodes (no personal default).
     "git": {"name": "", "email": ""},
     # Shell commands that install a missing tool (run as the login user).
     "installers": {
         "uv": "curl -LsSf https://astral.sh/uv/install.sh | env UV_NO_MODIFY_PATH=1 sh",
         "chezmoi": 'sh -c "$(curl -fsLS get.chezmoi.io)" -- -b "$HOME/.local/bin"',
-        "age": "sudo -n apt-get install -y age",
-        "docker": "curl -fsSL https://get.docker.com | sudo -n sh",
+        # as_root: directly as root, else through `sudo -n` (never a password prompt).
+        "age": "as_root apt-get install -y -q age",
+        "docker": "curl -fsSL https://get.docker.com | as_root sh",
     },
+    # Docker: installed when missing, except in a container (no systemd to run its
+    # daemon), where the docker step is skipped unless required.
+    "docker": {"required": False},
     # Extra tools: each installed (install) when its check fails.
     "tools": [
         {"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"},
@@ -71,6 +83,9 @@ DEFAULTS = {
     # costs rented hours); checks (verify, head-ssh, tmux) get check_timeout.
     "script_timeout": 3600,
     "check_timeout": 300,
+    # Seconds each bootstrap step may run (step_timeouts: {python: 1800} for one step).
+    "step_timeout": 900,
+    "step_timeouts": {},
     # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
     "log_dir": "/tmp",
     "tail": 100,
@@ -140,6 +155,17 @@ def options(config):
     kex = opts["head_ssh"]["kex_algorithms"]
     if not isinstance(kex, str) or not KEX_RE.match(kex):
         raise BadInput(f"bad multinode.head_ssh.kex_algorithms {kex!r}: expected names separated by commas, or empty")
-    if not str(opts["workspace"]).startswith("/"):
-        raise BadInput(f"bad multinode.workspace {opts['workspace']!r}: expected an absolute path")
+    workspace = str(opts["workspace"])
+    if not workspace.startswith("/"):
+        raise BadInput(f"bad multinode.workspace {workspace!r}: expected an absolute path")
+    if posixpath.normpath(workspace) in SYSTEM_DIRS or posixpath.normpath(workspace) == "//":
+        raise BadInput(f"bad multinode.workspace {workspace!r}: a system directory; use a directory of its own "
+                       "such as /workspace")
+    opts["step_timeout"] = _positive_int(opts["step_timeout"], "step_timeout")
+    if not isinstance(opts["step_timeouts"], dict):
+        raise BadInput(f"bad multinode.step_timeouts {opts['step_timeouts']!r}: expected {{step: seconds}}")
+    for step, seconds in opts["step_timeouts"].items():
+        if step not in STEP_NAMES:
+            raise BadInput(f"bad multinode.step_timeouts key {step!r}: steps are {', '.join(STEP_NAMES)}")
+        opts["step_timeouts"][step] = _positive_int(seconds, f"step_timeouts.{step}")
     return opts

@@ -1,14 +1,24 @@
 """Unit tests: the shell helpers every rendered script includes (run by real bash)."""
 
+import os
 import subprocess
 
+from fabfile.bootstrap import node_script
+from fabfile.config import options
+from fabfile.inventory import Node
 from fabfile.render import render
 
 LIB = render("lib.sh.j2")
 
 
+def run(script, cwd):
+    return subprocess.run(["bash", "-euc", LIB + script], cwd=cwd, capture_output=True, text=True)
+
+
 def sh(script, cwd):
-    return subprocess.run(["bash", "-euc", LIB + script], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    r = run(script, cwd)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def test_put_block_in_place_idempotent_and_keeps_the_rest(tmp_path):
@@ -17,12 +27,15 @@ def test_put_block_in_place_idempotent_and_keeps_the_rest(tmp_path):
     assert sh("put_block f x body 644 && echo changed", tmp_path) == "changed\n"
     with open(tmp_path / "f", "a") as fh:
         fh.write("user line\n")
-    assert sh("put_block f x body 644 || echo same", tmp_path) == "same\n"
+    assert sh("put_block f x body 644 || echo same $?", tmp_path) == "same 1\n"
     (tmp_path / "body").write_text("c\n")
     sh("put_block f x body 644", tmp_path)
     assert (tmp_path / "f").read_text() == "top\n# BEGIN x (managed by multinode)\nc\n# END x\nuser line\n"
     assert (tmp_path / "f.multinode.bak").read_text().count("a\nb\n") == 1
     assert oct((tmp_path / "f").stat().st_mode & 0o777) == "0o644"
+    # An empty body takes the block out, and nothing else.
+    sh("put_block f x /dev/null 644", tmp_path)
+    assert (tmp_path / "f").read_text() == "top\nuser line\n"
 
 
 def test_new_file_gets_the_mode_and_install_file_skips_identical(tmp_path):
@@ -31,3 +44,108 @@ def test_new_file_gets_the_mode_and_install_file_skips_identical(tmp_path):
     assert oct((tmp_path / "new").stat().st_mode & 0o777) == "0o600"
     assert sh("install_file body copy 600 && echo changed; install_file body copy 600 || echo same", tmp_path) == \
         "changed\nsame\n"
+
+
+def test_unterminated_block_fails_and_changes_nothing(tmp_path):
+    text = "keep 1\n# BEGIN x (managed by multinode)\nold\nkeep 2 (the user's, after a lost END line)\n"
+    (tmp_path / "f").write_text(text)
+    (tmp_path / "body").write_text("new\n")
+    r = run("put_block f x body 644", tmp_path)
+    assert r.returncode == 2
+    assert "has no '# END x' line" in r.stderr and "nothing was changed" in r.stderr
+    assert (tmp_path / "f").read_text() == text and not (tmp_path / "f.multinode.bak").exists()
+    # Inside a step (changed_by): the step ends with the failure, not "unchanged".
+    r = run("if changed_by put_block f x body 644; then echo changed; else echo unchanged; fi", tmp_path)
+    assert r.returncode == 2 and "changed" not in r.stdout
+
+
+def test_a_failed_write_fails(tmp_path):
+    (tmp_path / "body").write_text("NCCL_SOCKET_IFNAME=ens7\n")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro/conf").write_text("old\n")
+    r = run("chmod 555 ro; chattr +i ro/conf 2>/dev/null || true; "
+            "if changed_by put_block ro/conf x body 644; then echo changed; else echo unchanged; fi", tmp_path)
+    subprocess.run(["chattr", "-i", str(tmp_path / "ro/conf")], capture_output=True)
+    os.chmod(tmp_path / "ro", 0o755)
+    if os.geteuid() != 0:  # as root only the immutable flag stops the write; as a user the mode does
+        assert (tmp_path / "ro/conf").read_text() == "old\n"
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cannot write ro/conf" in r.stderr and "unchanged" not in r.stdout
+
+
+def test_add_line_never_merges_into_the_last_key(tmp_path):
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("ssh-ed25519 AAAAuser1 me@laptop\nssh-rsa AAAAuser2 me@desk")  # no final newline
+    keys.chmod(0o600)
+    assert sh("add_line authorized_keys 'ssh-ed25519 AAAAcluster multinode' && echo changed", tmp_path) == "changed\n"
+    assert keys.read_text() == ("ssh-ed25519 AAAAuser1 me@laptop\nssh-rsa AAAAuser2 me@desk\n"
+                                "ssh-ed25519 AAAAcluster multinode\n")
+    assert (tmp_path / "authorized_keys.multinode.bak").read_text().endswith("me@desk")
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert sh("add_line authorized_keys 'ssh-ed25519 AAAAcluster multinode' || echo same", tmp_path) == "same\n"
+
+
+def test_as_root_fails_clearly_without_root_or_sudo(tmp_path):
+    # id and sudo as a user without sudo sees them.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/id").write_text('#!/bin/sh\ncase "$1" in -u) echo 1000;; -un) echo user;; esac\n')
+    (tmp_path / "bin/id").chmod(0o755)
+    r = run(f"PATH={tmp_path}/bin:/usr/bin:/bin; hash -r; sudo() {{ return 1; }}; as_root touch x", tmp_path)
+    assert r.returncode == 2 and "needs root: touch x (user is not root and has no passwordless sudo)" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def workspace_script(tmp_path, workspace):
+    nodes = [Node(0, "rental0", "198.18.0.10", "198.19.0.10")]
+    opts = options({"multinode": {"workspace": str(workspace), "repo": {"url": ""}, "tools": []}})
+    script = node_script(nodes[0], nodes, opts, [])
+    body = script[: script.index("run_step workspace")] + "run_step workspace 10\nexit \"$FAILED\"\n"
+    path = tmp_path / "node.sh"
+    path.write_text(body)
+    return path
+
+
+def test_a_symlinked_workspace_is_used_as_it_is(tmp_path):
+    target = tmp_path / "disk"
+    target.mkdir(mode=0o1777)
+    target.chmod(0o1777)  # like /tmp: a mode the user chose, never changed
+    (tmp_path / "ws").symlink_to(target)
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    script = workspace_script(tmp_path, tmp_path / "ws")
+    outs = []
+    for _ in range(2):
+        r = subprocess.run(["bash", str(script), str(tmp_path / "home/stage")], env=env, capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs.append([ln for ln in r.stdout.splitlines() if ln.startswith("STEP ")])
+    assert outs == [[f"STEP workspace skipped {tmp_path / 'ws'} (no repo configured)"]] * 2
+    assert oct(target.stat().st_mode & 0o7777) == "0o1777" and (tmp_path / "ws").is_symlink()
+    assert (target / "onstart.log").exists()
+
+
+def test_a_step_reading_stdin_fails_at_once_and_a_slow_one_times_out(tmp_path):
+    nodes = [Node(0, "rental0", "198.18.0.10", "198.19.0.10")]
+    opts = options({"multinode": {
+        "workspace": str(tmp_path / "ws"), "repo": {"url": ""}, "step_timeouts": {"tools": 2},
+        "tools": [{"name": "asks", "check": "false", "install": "read -r -p 'Continue? ' answer; echo got $answer"}],
+    }})
+    script = node_script(nodes[0], nodes, opts, [])
+    script = script[: script.index("run_step workspace")] + "run_step tools 2\nexit \"$FAILED\"\n"
+    (tmp_path / "node.sh").write_text(script)
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    # stdin left open and never written, as Fabric's channel was: the script closes it itself.
+    proc = subprocess.Popen(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage")], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.wait(timeout=20) == 1
+    finally:
+        proc.kill()
+    out = proc.stdout.read()
+    assert "STEP tools failed exit 1" in out, out
+    slow = script.replace("read -r -p", "sleep 30; read -r -p")
+    (tmp_path / "node.sh").write_text(slow)
+    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage")], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert "STEP tools failed timed out after 2s (multinode.step_timeouts.tools)" in r.stdout, r.stdout
