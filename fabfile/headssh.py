@@ -3,8 +3,8 @@
 One rendered script, run on the head in one round trip: it records each
 worker's host key under its private address (the key the laptop verified for
 that machine: nothing is scanned or accepted blindly), writes ``Host workerK``
-entries (a marked block of the head's ``~/.ssh/config``; the cluster key is
-the identity) and then runs ``ssh workerK hostname`` for every worker, with
+entries (in ``~/.ssh/multinode_config``, a file of ours, never the user's
+``~/.ssh/config``; the cluster key is the identity) and then runs ``ssh workerK hostname`` for every worker, with
 strict host key checking: a private address that leads to another machine
 (swapped addresses, say) fails there.
 """
@@ -18,12 +18,19 @@ from .render import command, render
 from .session import Outcome, session_of
 
 LINE_RE = re.compile(r"^REACH (\S+) (ok|failed) ?(.*)$")
-# On the head: the workers' verified host keys, read by the worker aliases only.
+# On the head: the workers' verified host keys, read by the worker aliases only,
+# and the aliases themselves, in a config file of ours (`ssh -F`).
 KNOWN_HOSTS = "multinode_known_hosts"
+SSH_CONFIG = "multinode_config"
 
 
 def worker_name(node):
     return f"worker{node.nid}"
+
+
+def worker_ssh(node):
+    """The head's command line that reaches ``node`` with our settings alone."""
+    return f"ssh -F ~/.ssh/{SSH_CONFIG} {worker_name(node)}"
 
 
 def verified_keys(path, nodes):
@@ -59,6 +66,7 @@ def head_ssh(c):
     if not workers:
         return
     script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, known_hosts=KNOWN_HOSTS,
+                    ssh_config=SSH_CONFIG,
                     kex=session.options["head_ssh"]["kex_algorithms"], workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
          "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers
@@ -67,10 +75,13 @@ def head_ssh(c):
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
-        changed = next((ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("CHANGED ")), "none")
+        said = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.startswith(("CHANGED ", "PLAIN ")))
+        changed, plain = said.get("CHANGED", "none"), said.get("PLAIN", "none")
+        where = f"~/.ssh/{SSH_CONFIG}" + (f" (plain `ssh workerK` through {plain})" if plain != "none" else
+                                          f" (no root: `ssh -F ~/.ssh/{SSH_CONFIG} workerK`)")
         return Outcome("ok" if changed == "none" else "changed", value=out,
-                       detail=f"{worker_name(workers[0])}..{worker_name(workers[-1])} in ~/.ssh/config"
-                       + ("" if changed == "none" else f" (wrote {changed.strip()})"))
+                       detail=f"{worker_name(workers[0])}..{worker_name(workers[-1])} in {where}"
+                       + ("" if changed == "none" else f"; wrote{changed}"))
 
     found = session.each("head-ssh", run, only=[head])
     if head.alias not in found:

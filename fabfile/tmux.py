@@ -3,7 +3,9 @@
 Window ``head`` holds a local shell; then windows of at most 4 panes
 (``all-nodes`` when the nodes fit in one, else ``nodes-1``, ``nodes-2``, ...):
 the head's pane a local shell, each worker's pane ssh'd to ``workerK`` over
-the private network (the aliases of ``head-ssh``). Rerunning recreates it.
+the private network (the aliases of ``head-ssh``). A rerun keeps a session
+that already matches the cluster, and what runs in it; a changed cluster or
+``--rebuild`` recreates it.
 """
 
 from invoke import Collection, task
@@ -29,8 +31,14 @@ def layout(nodes, per_window=PER_WINDOW):
     ]
 
 
-@task(help={"nodes": "how many nodes get a pane, head first (default: all of the cluster)"})
-def tmux(c, nodes=None):
+def signature(windows):
+    """The layout in one line: which node is in which pane."""
+    return ";".join(w["name"] + ":" + ",".join(f"{p['alias']}@{p['private']}" for p in w["panes"]) for w in windows)
+
+
+@task(help={"nodes": "how many nodes get a pane, head first (default: all of the cluster)",
+            "rebuild": "recreate the session even if it matches the cluster (ends what runs in its panes)"})
+def tmux(c, nodes=None, rebuild=False):
     """Create the multinode tmux session on the head, a pane per node."""
     session = session_of(c)
     try:
@@ -42,13 +50,18 @@ def tmux(c, nodes=None):
     chosen = session.nodes[:count]
     left_out = [n.alias for n in chosen if n.alias in session.failed]  # no alias on the head, maybe no shell
     live = [n for n in chosen if n.alias not in session.failed]
-    script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=layout(live))
+    windows = layout(live)
+    expected = "".join(f"{name} {count};" for name, count in
+                       [("head", 1)] + [(w["name"], len(w["panes"])) for w in windows])
+    script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=windows, rebuild=rebuild,
+                    signature=signature(windows), expected_windows=expected)
 
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
-        windows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
-        return Outcome("changed", ", ".join(f"{name} ({panes})" for name, panes in windows)
+        made = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
+        kept = "KEPT" in out.splitlines()
+        return Outcome("ok" if kept else "changed", ", ".join(f"{name} ({panes})" for name, panes in made)
                        + (f"; no pane for {', '.join(left_out)} (failed earlier)" if left_out else ""))
 
     session.each("tmux", run, only=[session.head])

@@ -14,7 +14,6 @@ from invoke import Collection, task
 
 from .bootstrap import secret_value, repo_name
 from .headssh import worker_name
-from .connections import NodeError
 from .raycluster import RAY_MEMBERS
 from .render import command, render
 from .session import Outcome, session_of
@@ -40,34 +39,71 @@ def verify_script(node, nodes, opts, available):
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
-        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools")},
+        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker")},
     )
 
 
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results = {}
+    results, seen = {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
         script = verify_script(node, session.nodes, opts, available)
         out = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                       timeout=opts["check_timeout"]).stdout
-        checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
-        results[node.alias] = checks
+        results[node.alias] = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("IFACE", "RAY_ENV"):
+                seen.setdefault(node.alias, {})[key] = value
+        return Outcome("ok")
+
+    session.each("verify", check, quiet=True)
+    if len(session.nodes) > 1 and opts["ray"]["enabled"]:
+        ray_env_checks(session.nodes, results, seen)
+    for node in session.nodes:
+        if node.alias not in results:
+            continue
+        checks = results[node.alias]
         failed = [name for name, (status, _) in checks.items() if status == "fail"]
         if failed:
-            raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
-        counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in ("ok", "na")}
-        return Outcome("ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
-
-    session.each("verify", check, quiet=quiet)
+            session.fail(node, "verify", f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        elif not quiet:
+            counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in ("ok", "na")}
+            session.report.line("verify", node, "ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
     session.checks = results
     return results
 
 
-class CheckFailed(NodeError):
-    pass
+def ray_env_checks(nodes, results, seen):
+    """nccl-ray: what a Ray task on each node sees, against that node's private interface."""
+    head = nodes[0].alias
+    try:
+        ray_env = jsonlib.loads(seen.get(head, {}).get("RAY_ENV", "null"))
+    except ValueError:
+        ray_env = None
+    for node in nodes:
+        if node.alias not in results:
+            continue
+        iface = seen.get(node.alias, {}).get("IFACE", "none")
+        if head not in results:
+            result = ("na", "the head was not checked")
+        elif ray_env is None:
+            result = ("fail", "no answer from Ray on the head")
+        elif node.private not in ray_env:
+            result = ("fail", "no Ray task ran on this node (not in the Ray cluster)")
+        else:
+            env = ray_env[node.private]
+            got = {k: env.get(k, "unset") for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")}
+            if "error" in env:
+                result = ("fail", f"the Ray task failed: {env['error']}")
+            elif set(got.values()) == {iface}:
+                result = ("ok", iface)
+            else:
+                result = ("fail", "a Ray task sees " + " ".join(f"{k}={v}" for k, v in got.items())
+                          + f", not {iface} (rerun bootstrap: it restarts Ray with them)")
+        results[node.alias]["nccl-ray"] = result
 
 
 def table(nodes, results, width=None):

@@ -31,8 +31,10 @@ def _need_root():
     "users": "login user of each node, comma-separated, e.g. ubuntu,user,ubuntu (default: ubuntu)",
     "key": "public key authorized on the nodes (default: ~/.ssh/id_ed25519.pub)",
     "name": "sandbox name, up to 8 letters and digits (default: mnsb)",
+    "containers": "node numbers that are root-only containers, as on RunPod/Vast.ai (login root, no sudo, "
+                  "no Docker), e.g. 2 or 1,2",
 })
-def up(c, nodes=None, users=None, key=None, name="mnsb"):
+def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None):
     """Start simulated rental nodes on this machine, to try multinode on."""
     _need_root()
     try:
@@ -47,13 +49,21 @@ def up(c, nodes=None, users=None, key=None, name="mnsb"):
         key_path = Path(key or "~/.ssh/id_ed25519.pub").expanduser()
         if not key_path.is_file():
             raise BadInput(f"public key {str(key_path)!r} not found (ssh-keygen -t ed25519 makes one)")
+        chosen = set()
+        for part in (containers or "").split(","):
+            if part.strip():
+                if not part.strip().isdigit() or int(part) >= count:
+                    raise BadInput(f"bad --containers {containers!r}: node numbers 0 to {count - 1}")
+                chosen.add(int(part))
+        names = ["root" if i in chosen else u for i, u in enumerate(names)]
         sandbox = Sandbox(name)
     except (BadInput, ValueError) as exc:
         raise Exit(f"multinode: {exc}", code=2) from None
-    sandbox.up(names, key_path.read_text())
+    sandbox.up(names, key_path.read_text(), containers=chosen)
     print(f"sandbox {name}: {count} node(s) up")
     for n in sandbox.nodes:
-        print(f"  node{n['nid']}  public {n['public']:<13} private {n['private']:<13} user {n['user']}")
+        print(f"  node{n['nid']}  public {n['public']:<13} private {n['private']:<13} user {n['user']}"
+              + ("  (root-only container: no sudo, no Docker)" if n.get("container") else ""))
     print(f"  forge   {FORGE_IP}  git://{FORGE_IP}/workspace.git, dotfiles.git; http://{FORGE_IP}:8080/")
     print("Run multinode from the laptop namespace (it reaches the public addresses only);")
     print(f"{sandbox.forge.config_file} points bootstrap at the forge instead of the internet:")

@@ -172,7 +172,9 @@ class Sandbox:
         self._plug(self.laptop, PUBLIC_IF, "br-pub", "laptop", LAPTOP_IP)
 
     # -- nodes ---------------------------------------------------------------
-    def _prepare(self, nid, user, base, pubkey):
+    def _prepare(self, nid, user, base, pubkey, container=False):
+        """Node ``nid``'s root, user and network. A ``container`` is what RunPod and
+        Vast.ai rent: login root, no sudo, no Docker, no systemd."""
         ns = f"{self.name}-n{nid}"
         d = self.dir / f"n{nid}"
         root = d / "root"
@@ -183,14 +185,22 @@ class Sandbox:
         hostname = f"node{nid}"
         (root / "etc/hostname").write_text(hostname + "\n")
         (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
-        sh("chroot", root, "useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user)
-        sudoers = root / "etc/sudoers.d" / f"90-{user}"
-        sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
-        sudoers.chmod(0o440)
-        sh("chroot", root, "install", "-d", "-m", "700", "-o", user, "-g", user, f"/home/{user}/.ssh")
-        keys = root / "home" / user / ".ssh/authorized_keys"
+        if container:
+            user = "root"
+            for tool in ("usr/bin/sudo", "usr/bin/docker", "usr/sbin/dockerd", "usr/bin/dockerd"):
+                (root / tool).unlink(missing_ok=True)
+            (root / ".dockerenv").write_text("")
+            home = "/root"
+        else:
+            sh("chroot", root, "useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user)
+            sudoers = root / "etc/sudoers.d" / f"90-{user}"
+            sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+            sudoers.chmod(0o440)
+            home = f"/home/{user}"
+        sh("chroot", root, "install", "-d", "-m", "700", "-o", user, "-g", user, f"{home}/.ssh")
+        keys = root / home.lstrip("/") / ".ssh/authorized_keys"
         keys.write_text(pubkey)
-        sh("chroot", root, "chown", f"{user}:{user}", f"/home/{user}/.ssh/authorized_keys")
+        sh("chroot", root, "chown", f"{user}:{user}", f"{home}/.ssh/authorized_keys")
         keys.chmod(0o600)
         sh("chroot", root, "ssh-keygen", "-A")
         self._netns(ns)
@@ -198,7 +208,7 @@ class Sandbox:
         self._plug(ns, PUBLIC_IF, "br-pub", f"p{nid}", public)
         self._plug(ns, PRIVATE_IF, "br-priv", f"q{nid}", private)
         return {"nid": nid, "ns": ns, "hostname": hostname, "user": user, "public": public,
-                "private": private, "root": str(root), "dir": str(d)}
+                "private": private, "root": str(root), "dir": str(d), "container": container, "home": home}
 
     def _boot(self, node):
         """Start the node's namespaces with a reaping PID 1, chrooted in its root."""
@@ -295,8 +305,10 @@ class Sandbox:
         return ["ip", "netns", "exec", self.laptop, "env", *env_args, *cmd]
 
     # -- whole cluster -------------------------------------------------------
-    def up(self, users, pubkey, log=print, forge=True):
-        """Bring up ``len(users)`` nodes, node i logging in as ``users[i]``, and the forge."""
+    def up(self, users, pubkey, log=print, forge=True, containers=()):
+        """Bring up ``len(users)`` nodes, node i logging in as ``users[i]``, and the forge.
+
+        The nodes numbered in ``containers`` are root-only containers (their user is root)."""
         if not 1 <= len(users) <= MAX_NODES:
             raise ValueError(f"bad node count {len(users)}: 1 to {MAX_NODES}")
         self.down()
@@ -304,7 +316,8 @@ class Sandbox:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._network()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            self.nodes = list(pool.map(lambda a: self._prepare(a[0], a[1], base, pubkey), enumerate(users)))
+            self.nodes = list(pool.map(lambda a: self._prepare(a[0], a[1], base, pubkey, a[0] in containers),
+                                       enumerate(users)))
         self._save()
         for node in self.nodes:
             self._boot(node)

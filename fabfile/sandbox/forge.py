@@ -98,6 +98,30 @@ dependencies = ["six", "ray"]
 
 SECRET_TEXT = "sandbox dotfiles secret: decrypted\n"
 
+# Dotfiles as people keep them: they own the shell's startup files (with the
+# Debian/Ubuntu guard that returns at once from a non-interactive shell), git's
+# identity, ssh's config, tmux's config; one file is encrypted and one script
+# runs when its content changes.
+DOTFILES = {
+    "dot_bashrc": (
+        "# ~/.bashrc: from my dotfiles\n"
+        "# If not running interactively, don't do anything\n"
+        "case $- in\n    *i*) ;;\n      *) return;;\nesac\n"
+        "HISTSIZE=100000\nexport EDITOR=vi\n"
+        "[ -f ~/.bash_aliases ] && . ~/.bash_aliases\n"
+    ),
+    "dot_profile": (
+        "# ~/.profile: from my dotfiles\n"
+        'if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi\n'
+        'export PATH="$HOME/.local/bin:$PATH"\n'
+    ),
+    "dot_bash_aliases": "alias ll='ls -l'\n",
+    "dot_gitconfig": "[user]\n    name = Dotfiles Person\n    email = dotfiles@example.invalid\n[pull]\n    ff = only\n",
+    "private_dot_ssh/config": "Host *\n    ServerAliveInterval 60\n    AddKeysToAgent yes\n",
+    "dot_tmux.conf": "set -g history-limit 50000\nset -g mouse on\n",
+    "run_onchange_after_hello.sh": "#!/bin/sh\ndate +%s%N >>\"$HOME/.dotfiles-onchange.log\"\n",
+}
+
 
 def populate(root, log=print):
     """Make the forge's content under ``root`` (``git/``, ``http/``, ``age-key.txt``)."""
@@ -119,10 +143,7 @@ def populate(root, log=print):
         "pyproject.toml": PYPROJECT,
         "train.py": "import ray\nray.init(address='auto')\nprint(ray.cluster_resources())\n",
     }, env)
-    _repo(root / "git/dotfiles.git", {
-        "dot_bash_aliases": "alias ll='ls -l'\n",
-        "encrypted_private_dot_secret.age": secret,
-    }, env)
+    _repo(root / "git/dotfiles.git", {**DOTFILES, "encrypted_private_dot_secret.age": secret}, env)
     return key
 
 
