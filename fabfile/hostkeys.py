@@ -25,12 +25,22 @@ def _hosts_named(fields, hosts):
     return {h for h in hosts for n in names if names_host(n, h)}
 
 
+def _current(lines, key):
+    """Whether known_hosts ``lines`` of one host record ``key`` and no other key of its type."""
+    recorded = [tuple(line.split()[1:3]) for line in lines]
+    same_type = {blob for kind, blob in recorded if kind == key.get_name()}
+    return same_type == {key.get_base64()}
+
+
 def update_known_hosts(text, keys):
     """Map each host of ``keys`` ({host: key}) to that key alone.
 
-    Returns (new_text, {host: changed?}). A host whose only entry is already
-    its current key is not touched; others lose their old entries (just their
-    name, on a line shared with other hosts) and get one line at the end.
+    Returns (new_text, {host: changed?}). A host whose entries hold its
+    current key, and no other key of that type, is not touched: the keys of
+    other types OpenSSH records beside ours after a plain ``ssh`` (its
+    UpdateHostKeys) are the same machine's. Others lose their old entries
+    (just their name, on a line shared with other hosts) and get one line at
+    the end.
     """
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
@@ -39,7 +49,7 @@ def update_known_hosts(text, keys):
     for line in lines:
         for host in _hosts_named(line.split(), keys):
             entries[host].append(line)
-    changed = {host: entries[host] != [entry_line(host, key)] for host, key in keys.items()}
+    changed = {host: not _current(entries[host], key) for host, key in keys.items()}
     stale = {host for host, c in changed.items() if c}
     if not stale:
         return text, changed

@@ -55,6 +55,23 @@ def test_unchanged_host_keeps_its_place_while_another_is_replaced():
     assert new == entry_line("198.18.0.10", a) + "mine ssh-ed25519 AAAA\n" + entry_line("[198.18.0.11]:2222", b2)
 
 
+def test_key_types_openssh_added_are_the_same_host_a_changed_key_is_not():
+    key, other = _key(), _key()  # ECDSA keys
+    ours = entry_line("198.18.0.10", key)
+    # After `ssh rental0`, OpenSSH (UpdateHostKeys) appends the node's other host keys, hashed.
+    text = (ours + f"{HostKeys.hash_host('198.18.0.10')} ssh-rsa AAAArsa\n"
+            + f"{HostKeys.hash_host('198.18.0.10')} ssh-ed25519 AAAAed25519\n")
+    new, changed = update_known_hosts(text, {"198.18.0.10": key})
+    assert (new, changed) == (text, {"198.18.0.10": False})
+    # Another key of the same type: a changed machine, all its entries replaced.
+    new, changed = update_known_hosts(text, {"198.18.0.10": other})
+    assert changed == {"198.18.0.10": True} and new == entry_line("198.18.0.10", other)
+    # Two keys of one type recorded, one of them current: the stale one goes.
+    both = ours + f"198.18.0.10 {key.get_name()} {other.get_base64()}\n"
+    new, changed = update_known_hosts(both, {"198.18.0.10": key})
+    assert changed == {"198.18.0.10": True} and new == ours
+
+
 def test_fingerprint_matches_ssh_keygen(tmp_path):
     import subprocess
 
