@@ -80,7 +80,7 @@ def head_ssh(c):
         where = f"~/.ssh/{SSH_CONFIG}" + (f" (plain `ssh workerK` through {plain})" if plain != "none" else
                                           f" (no root: `ssh -F ~/.ssh/{SSH_CONFIG} workerK`)")
         return Outcome("ok" if changed == "none" else "changed", value=out,
-                       detail=f"{worker_name(workers[0])}..{worker_name(workers[-1])} in {where}"
+                       detail=f"{'..'.join(dict.fromkeys([worker_name(workers[0]), worker_name(workers[-1])]))} in {where}"
                        + ("" if changed == "none" else f"; wrote{changed}"))
 
     found = session.each("head-ssh", run, only=[head])

@@ -36,6 +36,12 @@ def signature(windows):
     return ";".join(w["name"] + ":" + ",".join(f"{p['alias']}@{p['private']}" for p in w["panes"]) for w in windows)
 
 
+def state(windows):
+    """How tmux shows a session built for ``windows``: its signature, then each window and its pane count."""
+    return signature(windows) + " " + "".join(f"{name}:{count};" for name, count in
+                                             [("head", 1)] + [(w["name"], len(w["panes"])) for w in windows])
+
+
 @task(help={"nodes": "how many nodes get a pane, head first (default: all of the cluster)",
             "rebuild": "recreate the session even if it matches the cluster (ends what runs in its panes)"})
 def tmux(c, nodes=None, rebuild=False):
@@ -51,10 +57,9 @@ def tmux(c, nodes=None, rebuild=False):
     left_out = [n.alias for n in chosen if n.alias in session.failed]  # no alias on the head, maybe no shell
     live = [n for n in chosen if n.alias not in session.failed]
     windows = layout(live)
-    expected = "".join(f"{name} {count};" for name, count in
-                       [("head", 1)] + [(w["name"], len(w["panes"])) for w in windows])
+    keep = {state(windows), state(layout(chosen))}  # a node failing this run does not rebuild it
     script = render("tmux.sh.j2", session=SESSION, per_window=PER_WINDOW, windows=windows, rebuild=rebuild,
-                    signature=signature(windows), expected_windows=expected)
+                    signature=signature(windows), keep=sorted(keep))
 
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
@@ -62,7 +67,7 @@ def tmux(c, nodes=None, rebuild=False):
         made = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
         kept = "KEPT" in out.splitlines()
         return Outcome("ok" if kept else "changed", ", ".join(f"{name} ({panes})" for name, panes in made)
-                       + (f"; no pane for {', '.join(left_out)} (failed earlier)" if left_out else ""))
+                       + (f"; no pane for {', '.join(left_out)} (failed earlier)" if left_out and not kept else ""))
 
     session.each("tmux", run, only=[session.head])
     if session.head.alias not in session.failed:

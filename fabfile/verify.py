@@ -32,12 +32,15 @@ def available_secrets(opts):
     }
 
 
-def verify_script(node, nodes, opts, available):
-    """The checklist of ``node``: the same config gives the same checks."""
+def verify_script(node, nodes, opts, available, failed=()):
+    """The checklist of ``node``: the same config gives the same checks.
+
+    ``failed``: aliases of nodes that failed earlier in the run (the head
+    holds no alias for those)."""
     return render(
         "verify.sh.j2",
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
-        workers=[worker_name(n) for n in nodes[1:]], ray_head_ip=nodes[0].private,
+        workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker")},
     )
@@ -49,7 +52,7 @@ def run_checks(session, opts, quiet=False):
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
-        script = verify_script(node, session.nodes, opts, available)
+        script = verify_script(node, session.nodes, opts, available, failed=set(session.failed))
         out = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                       timeout=opts["check_timeout"]).stdout
         results[node.alias] = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}

@@ -53,10 +53,13 @@ class Laptop:
         return self.run(FAB, *args, **kw)
 
     def ssh(self, alias, command):
+        """``ssh ALIAS COMMAND`` as the user types it: OpenSSH then records the node's
+        other host key types too (UpdateHostKeys, its default for the user's own
+        known_hosts; named here only because HOME is not this user's passwd home)."""
         ssh_dir = self.home / ".ssh"
         return self.run(
             "ssh", "-F", str(ssh_dir / "config"), "-o", f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", alias, command,
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "UpdateHostKeys=yes", alias, command,
         )
 
     def snapshot(self):
@@ -91,10 +94,10 @@ def make_sandbox(laptop_key, tmp_path):
     """Extra sandboxes for one test (another name, other nodes), always torn down."""
     made = []
 
-    def make(name, users):
+    def make(name, users, containers=()):
         sb = Sandbox(name)
         made.append(sb)
-        sb.up(users, Path(f"{laptop_key}.pub").read_text())
+        sb.up(users, Path(f"{laptop_key}.pub").read_text(), containers=containers)
         return sb, Laptop(sb, tmp_path / f"home-{name}", laptop_key)
 
     yield make

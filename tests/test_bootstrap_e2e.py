@@ -13,7 +13,8 @@ from tests.test_hostkeys_users_e2e import accepted, rows
 MANAGED = [
     "~/.env", "~/.netrc", "~/.cache/huggingface/token", "~/key.txt", "~/.config/chezmoi/chezmoi.toml",
     "~/.secret", "~/.bash_aliases", "~/.ssh/id_ed25519", "~/.ssh/id_ed25519.pub", "~/.ssh/authorized_keys",
-    "~/.gitconfig", "~/.bashrc", "/etc/hosts", "/etc/group", "/etc/nccl.conf",
+    "~/.gitconfig", "~/.bashrc", "~/.profile", "~/.tmux.conf", "~/.ssh/config", "~/.dotfiles-onchange.log",
+    "~/.config/multinode/nccl.env", "/etc/hosts", "/etc/group", "/etc/nccl.conf", "/etc/environment", "/etc/gitconfig",
 ]
 
 
@@ -42,7 +43,8 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
             " venv/bin/python -c 'import six; print(six.__version__)';"
             " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/id_ed25519 ~/.cache/multinode;"
             " cat ~/.env ~/.netrc ~/.cache/huggingface/token ~/.secret;"
-            " git config --global user.email; id -nG; test ! -e ~/.cache/multinode/stage && echo unstaged"))
+            " git config --system user.email; git config user.email; id -nG;"
+            " test -z \"$(ls -A ~/.cache/multinode/stage)\" && echo unstaged"))
         assert check.returncode == 0, check.stdout + check.stderr
         out = check.stdout
         assert out.startswith("main\n1.17.0\n600\n600\n600\n600\n600\n700\n")  # secrets staged in a 0700 dir
@@ -50,7 +52,9 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
         assert f"machine api.wandb.ai\n  login user\n  password {WANDB}\n" in out
         assert f"{SECRETS['HF_TOKEN']}\n" in out
         assert SECRET_TEXT in out  # the age-encrypted dotfile, decrypted by chezmoi
-        assert "ada@example.invalid\n" in out and "docker" in out.split("ada@example.invalid\n")[1]
+        # Ours is the machine's default; the user's dotfiles (~/.gitconfig) win over it.
+        assert "ada@example.invalid\ndotfiles@example.invalid\n" in out
+        assert "docker" in out.split("dotfiles@example.invalid\n")[1]
         assert out.endswith("unstaged\n")
         keys = node_sh(sb, nid, "cat ~/.ssh/id_ed25519.pub ~/.ssh/authorized_keys").stdout
         assert keys.startswith(cluster_pub) and cluster_pub.strip() in keys.splitlines()[1:]
@@ -159,3 +163,32 @@ def test_ctrl_c_stops_at_once_and_closes_the_node_connections(configured, health
         proc.kill()
         for n in (0, 1):  # leave the nodes as other tests expect them
             node_sh(sb, n, "pkill -f multinode/node.sh; pkill -fx 'sleep 45'; true")
+
+
+def test_nothing_waits_for_input(configured, healthy):
+    """An installer that asks a question fails its step at once; a remote command gets end-of-file."""
+    import json
+    import time
+
+    import sys
+
+    laptop, sb = configured, healthy
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(tools=[{"name": "asks", "check": "false",
+                                       "install": "read -r -p 'Install it? [y/N] ' answer; test \"$answer\" = y"}])
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    node = sb.nodes[1]
+    start = time.monotonic()
+    r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=120)
+    assert r.returncode == 1
+    assert rows(r.stdout, "bootstrap")["rental0"][1].startswith("node script exited 1; failed step(s): tools")
+    assert time.monotonic() - start < 60  # the step's own timeout is 900 s: it never waited
+    log = (laptop.home / "logs/setup_rental0.log").read_text()
+    assert "STEP tools failed exit 1" in log and "STEP ray" in log  # the steps after it still ran
+
+    # Fabric leaves a channel's stdin open; ours close it: `cat` ends at once.
+    probe = ("import sys; from fabfile.session import Session; from fabfile.config import options;"
+             "from fabric import Config; c = Config(); s = Session(sys.argv[1]); s.start(c);"
+             "print(s.connection(s.nodes[0]).run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")
+    out = laptop.run(sys.executable, "-c", probe, f"{node['public']}:{node['private']}", timeout=60)
+    assert out.stdout.strip() == "eof", out.stdout + out.stderr

@@ -27,6 +27,9 @@ print(json.dumps(sorted(zip([n["NodeManagerAddress"] for n in nodes], got))))
 """
 
 
+NCCL_ENV = "NCCL_SOCKET_IFNAME=ens7\nGLOO_SOCKET_IFNAME=ens7\nNCCL_IB_DISABLE=1\n"
+
+
 def ray_pids(sb, nid):
     return node_sh(sb, nid, "pgrep -x raylet; pgrep -x gcs_server || true").stdout.split()
 
@@ -52,9 +55,9 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     for nid in range(3):
         sessions = node_sh(sb, nid, "tmux list-sessions -F '#S'").stdout.split()
         assert {"exec", "ray"} <= set(sessions)
-        bashrc = node_sh(sb, nid, "cat ~/.bashrc").stdout
-        assert "export NCCL_SOCKET_IFNAME=ens7\nexport GLOO_SOCKET_IFNAME=ens7\nexport NCCL_IB_DISABLE=1\n" in bashrc
+        assert NCCL_ENV in sb.exec(nid, "cat", "/etc/environment").stdout
         assert "NCCL_SOCKET_IFNAME=ens7\n" in sb.exec(nid, "cat", "/etc/nccl.conf").stdout
+        assert "NCCL" not in node_sh(sb, nid, "cat ~/.bashrc").stdout  # the user's dotfiles' file
 
     # head-ssh: workers by alias over the private network, strict host keys.
     for nid in (1, 2):
@@ -78,9 +81,19 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     assert windows.splitlines() == ["head 1", "all-nodes 3"]
     want = ["ubuntu@node0", "user@node1", "ubuntu@node2"]
     assert panes_on(sb, "all-nodes", want) == want
-    again = laptop.fab("tmux")  # recreated, never duplicated
-    assert again.returncode == 0
+    # A rerun keeps the session and what runs in its panes; --rebuild recreates it, never duplicated.
+    panes = "tmux list-panes -s -t multinode -F '#{pane_pid}'"
+    before = node_sh(sb, 0, panes).stdout
+    again = laptop.fab("tmux")
+    assert again.returncode == 0 and rows(again.stdout, "tmux")["rental0"] == ("ok", "head (1), all-nodes (3)")
+    assert node_sh(sb, 0, panes).stdout == before
+    rebuilt = laptop.fab("tmux", "--rebuild")
+    assert rebuilt.returncode == 0 and rows(rebuilt.stdout, "tmux")["rental0"][0] == "changed"
+    assert node_sh(sb, 0, panes).stdout != before
     assert node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split().count("multinode") == 1
+    # A changed cluster (two nodes get panes) rebuilds it.
+    two = laptop.fab("tmux", "--nodes", "2")
+    assert rows(two.stdout, "tmux")["rental0"] == ("changed", "head (1), all-nodes (2)")
 
     # Private addresses swapped by mistake: each leads to the other machine, whose host key is
     # not the one verified for the node named; the strict proof refuses both, nothing is accepted.
@@ -92,7 +105,7 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
                                                         f"another host key than the one verified for 198.18.0.1{nid}")
     assert node_sh(sb, 0, "ssh -o BatchMode=yes worker1 hostname").returncode != 0
     # The users of that new -H were not known yet: head-ssh logged in to find them.
-    config = node_sh(sb, 0, "cat ~/.ssh/config").stdout
+    config = node_sh(sb, 0, "cat ~/.ssh/multinode_config").stdout
     assert "Host worker1\n    HostName 198.19.0.12\n    User user\n" in config and "User None" not in config
 
 
@@ -140,13 +153,16 @@ def test_fake_infiniband_hcas_are_used(configured, healthy):
     r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     for nid in range(3):
-        bashrc = node_sh(sb, nid, "cat ~/.bashrc").stdout
-        assert "export NCCL_IB_HCA=mlx5_0,mlx5_2\n" in bashrc and "NCCL_IB_DISABLE" not in bashrc
+        environment = sb.exec(nid, "cat", "/etc/environment").stdout
+        assert "NCCL_IB_HCA=mlx5_0,mlx5_2\n" in environment and "NCCL_IB_DISABLE" not in environment
         assert "NCCL_IB_HCA=mlx5_0,mlx5_2\n" in sb.exec(nid, "cat", "/etc/nccl.conf").stdout
+    # What the processes that train see: a new ssh command, and Ray's workers (restarted with it).
+    assert "NCCL_IB_HCA=mlx5_0,mlx5_2\n" in laptop.ssh("rental1", "env").stdout
+    assert "NCCL_IB_HCA=mlx5_0,mlx5_2" in node_sh(sb, 1, "tr '\\0' '\\n' </proc/$(pgrep -x raylet)/environ").stdout
     del config["multinode"]["nccl"]
     (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
     assert laptop.fab("bootstrap", "--tail", "0", timeout=600).returncode == 0
-    assert "export NCCL_IB_DISABLE=1\n" in node_sh(sb, 0, "cat ~/.bashrc").stdout
+    assert "NCCL_IB_DISABLE=1\n" in sb.exec(0, "cat", "/etc/environment").stdout
 
 
 def test_single_node_has_no_ray_and_no_nccl(make_sandbox):
@@ -158,7 +174,7 @@ def test_single_node_has_no_ray_and_no_nccl(make_sandbox):
     log = (laptop.home / "logs/setup_rental0.log").read_text()
     assert "STEP ray" not in log and "STEP nccl" not in log and "STEP network" not in log
     assert node_sh(sb, 0, "pgrep -x raylet || echo none").stdout == "none\n"
-    assert "NCCL" not in node_sh(sb, 0, "cat ~/.bashrc").stdout
+    assert "NCCL" not in node_sh(sb, 0, "cat ~/.bashrc").stdout + sb.exec(0, "cat", "/etc/environment").stdout
     assert sb.exec(0, "test", "-e", "/etc/nccl.conf", check=False).returncode == 1
     assert "exec" in node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split()
     assert "head-ssh: a single node has no workers" in laptop.fab("head-ssh").stdout
@@ -173,10 +189,11 @@ def test_tmux_with_six_nodes(make_sandbox):
                    timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     # A key exchange the head's ssh does not know is left out (it would break every alias).
-    kex = node_sh(sb, 0, "grep -A1 '^Host worker1 worker2' ~/.ssh/config").stdout
+    kex = node_sh(sb, 0, "grep -A1 '^Host worker1 worker2' ~/.ssh/multinode_config").stdout
     assert kex == "Host worker1 worker2 worker3 worker4 worker5\n    KexAlgorithms curve25519-sha256\n", kex
     again = laptop.fab("head-ssh")  # a second run changes nothing on the head
-    assert again.returncode == 0 and rows(again.stdout, "head-ssh")["rental0"] == ("ok", "worker1..worker5 in ~/.ssh/config")
+    assert again.returncode == 0 and rows(again.stdout, "head-ssh")["rental0"] == (
+        "ok", "worker1..worker5 in ~/.ssh/multinode_config (plain `ssh workerK` through /etc/ssh/ssh_config.d/multinode.conf)")
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
     for window, nids in (("nodes-1", range(4)), ("nodes-2", range(4, 6))):

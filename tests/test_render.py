@@ -67,15 +67,19 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
     worker = {"alias": "rental1", "name": "worker1", "private": "198.19.0.11", "user": "user",
               "keys": ["ssh-ed25519 AAAAC3Nza", "ssh-rsa AAAAB3Nza"]}
     script = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="curve25519-sha256", workers=[worker],
-                    known_hosts="multinode_known_hosts")
+                    known_hosts="multinode_known_hosts", ssh_config="multinode_config")
     assert "198.19.0.11 ssh-ed25519 AAAAC3Nza\n198.19.0.11 ssh-rsa AAAAB3Nza\nKEYS\n" in script
     assert "ssh-keyscan" not in script  # nothing is fetched and accepted blindly
     assert ("    StrictHostKeyChecking yes\n    UserKnownHostsFile ~/.ssh/multinode_known_hosts\n"
             "    GlobalKnownHostsFile /dev/null\n    UpdateHostKeys no\n") in script
+    # Our connections read our file alone; the user's ~/.ssh/config is never written.
+    assert 'ssh -F "$HOME/.ssh/multinode_config"' in script
+    assert 'install_file "$config" "$HOME/.ssh/multinode_config"' in script
+    assert 'put_block "$HOME/.ssh/config" multinode-workers "$empty"' in script  # an old block only goes
     assert "for k in curve25519-sha256; do" in script  # kept only if this ssh knows it (ssh -Q kex)
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     default = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[worker],
-                     known_hosts="multinode_known_hosts")
+                     known_hosts="multinode_known_hosts", ssh_config="multinode_config")
     assert "KexAlgorithms" not in default  # empty: OpenSSH's own default
 
 
@@ -109,7 +113,8 @@ def test_verify_script_follows_the_config_and_parses():
     assert "WORKSPACE=/data/ws\n" in head and 'REPO_DIR="$WORKSPACE"/proj\n' in head
     assert "t env:OPENAI_API_KEY " in head and "env:ANTHROPIC_API_KEY" not in head
     assert 'na wandb-netrc "no wandb key on the laptop"' in head and "t hf-token " in head
-    assert "t ray-cluster " in head and 'na ray-cluster "checked on the head"' in worker
+    assert "res ray-cluster ok" in head and 'na ray-cluster "checked on the head"' in worker
+    assert " 0 env 198.19.0.10 198.19.0.11" in head  # the Ray tasks report the environment they see
     assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
     for script in (head, worker):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

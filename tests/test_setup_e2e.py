@@ -1,21 +1,42 @@
-"""End to end: setup from nothing, verify, notify to a real HTTP receiver."""
+"""End to end: setup from nothing, verify, notify to a real HTTP receiver; a rerun.
+
+The sandbox forge's dotfiles own ~/.bashrc (with Debian's non-interactive
+guard), ~/.profile, ~/.gitconfig, ~/.ssh/config and ~/.tmux.conf; node 2 is
+a root-only container (no sudo, no Docker), as RunPod and Vast.ai rent.
+"""
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SECRETS, USERS, node_sh
+from tests.conftest import ROOT, SECRETS, node_sh
 from tests.test_hostkeys_users_e2e import accepted, rows
 
 PORT = 8099
+USERS = ["ubuntu", "user", "root"]  # node 2: a root-only container
+# What multinode manages on a node, and what the dotfiles own there: a rerun changes none of them.
+NODE_FILES = [
+    "~/.env", "~/key.txt", "~/.config/chezmoi/chezmoi.toml", "~/.secret", "~/.bashrc", "~/.profile", "~/.gitconfig",
+    "~/.ssh/config", "~/.tmux.conf", "~/.dotfiles-onchange.log", "~/.ssh/id_ed25519", "~/.ssh/authorized_keys",
+    "~/.ssh/multinode_config", "~/.ssh/multinode_known_hosts", "~/.config/multinode/nccl.env", "/etc/hosts",
+    "/etc/environment", "/etc/nccl.conf", "/etc/gitconfig", "/etc/group",
+]
+# Every process the nodes run for the user: the tmux servers and their panes, Ray's.
+PROCESSES = "(pgrep -x tmux: server; pgrep -x raylet; pgrep -x gcs_server; tmux list-panes -a -F '#{pane_pid}') | sort"
+
+
+def node_state(sb, nid):
+    files = " ".join(f for f in NODE_FILES if nid == 0 or "multinode_" not in f)
+    return node_sh(sb, nid, f"cd ~ && stat -c '%n %a %Y' {files} 2>&1; sha256sum {files} 2>&1; {PROCESSES}").stdout
 
 
 @pytest.fixture
 def cluster(make_sandbox):
-    sb, laptop = make_sandbox("mnsetup", USERS)
+    sb, laptop = make_sandbox("mnsetup", USERS, containers=(2,))
     inbox = laptop.home / "inbox.jsonl"
     receiver = subprocess.Popen(sb.laptop_cmd("python3", str(ROOT / "tests/receiver.py"), str(PORT), str(inbox)))
     laptop.env.update(SECRETS)
@@ -24,6 +45,21 @@ def cluster(make_sandbox):
     time.sleep(0.5)
     yield sb, laptop, inbox
     receiver.kill()
+
+
+# Run on the head: what a Ray task pinned to each node sees of the NCCL/Gloo environment.
+RAY_ENV = """
+import json, os, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+@ray.remote(num_cpus=0)
+def env():
+    return [os.environ.get(k) for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_DISABLE")]
+nodes = [n for n in ray.nodes() if n["Alive"]]
+got = ray.get([env.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+               for n in nodes])
+print(json.dumps(dict(zip([n["NodeManagerAddress"] for n in nodes], got))))
+"""
 
 
 def messages(inbox):
@@ -44,6 +80,45 @@ def test_setup_verify_notify(cluster):
         ("Cluster Ready", "3 node(s) setup and verified", "success")]
     for value in SECRETS.values():
         assert value not in r.stdout + r.stderr
+    # Every applicable check passes, chezmoi verify included; the container has no Docker.
+    table = r.stdout[r.stdout.index("\ncheck "):r.stdout.index("\nCluster\n")]
+    assert "✗" not in table
+    assert re.search(r"^dotfiles +✓ +✓ +✓$", table, re.M) and re.search(r"^docker +✓ +✓ +–$", table, re.M)
+    for check in ("nccl", "nccl-tmux", "nccl-ray"):
+        assert re.search(rf"^{check} +✓ +✓ +✓$", table, re.M), table
+    log2 = (laptop.home / "logs/setup_rental2.log").read_text()
+    assert "STEP docker skipped no docker, and no systemd to run its daemon (a container?)" in log2
+    assert "sudo" not in log2.lower().replace("no sudo", "")
+
+    # The NCCL/Gloo environment reaches what trains: a plain ssh command (past the
+    # dotfiles' "not interactive: return" guard), a new tmux pane, a Ray task on each node.
+    for nid in range(3):
+        env = laptop.ssh(f"rental{nid}", "env").stdout
+        assert "NCCL_SOCKET_IFNAME=ens7\n" in env and "GLOO_SOCKET_IFNAME=ens7\n" in env, env
+        pane = node_sh(sb, nid, "tmux new-window -d -t exec 'env >~/pane.env'; sleep 1; cat ~/pane.env; rm ~/pane.env")
+        assert "NCCL_SOCKET_IFNAME=ens7\n" in pane.stdout and "GLOO_SOCKET_IFNAME=ens7\n" in pane.stdout
+    seen = node_sh(sb, 0, f"/workspace/workspace/venv/bin/python -c '{RAY_ENV}'")
+    assert json.loads(seen.stdout.strip().splitlines()[-1]) == {
+        f"198.19.0.1{n}": ["ens7", "ens7", "1"] for n in range(3)}, seen.stderr
+
+    # The user logs in as people do (OpenSSH records the nodes' other key types), then reruns.
+    for nid in (0, 1):
+        assert laptop.ssh(f"rental{nid}", "true").returncode == 0
+    known = (laptop.home / ".ssh/known_hosts").read_text()
+    assert known.count("\n") > 3  # RSA and ECDSA keys added beside ours
+    before = {k: v for k, v in laptop.snapshot().items() if not k.startswith("logs/")}
+    nodes_before = [node_state(sb, n) for n in range(3)]
+    again = laptop.fab("setup", "--tail", "0", timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {s for s, _ in rows(again.stdout, "hostkeys").values()} == {"ok"}
+    assert rows(again.stdout, "bootstrap") == {f"rental{n}": ("ok", "13 steps, changed: none") for n in range(3)}
+    for nid in range(3):
+        steps = [ln.split()[1:3] for ln in (laptop.home / f"logs/setup_rental{nid}.log").read_text().splitlines()
+                 if ln.startswith("STEP ")]
+        assert len(steps) == 13 and {status for _, status in steps} <= {"ok", "skipped"}, steps
+    assert rows(again.stdout, "head-ssh")["rental0"][0] == "ok" and rows(again.stdout, "tmux")["rental0"][0] == "ok"
+    assert {k: v for k, v in laptop.snapshot().items() if not k.startswith("logs/")} == before
+    assert [node_state(sb, n) for n in range(3)] == nodes_before
 
     v = laptop.fab("verify")
     assert v.returncode == 0, v.stdout + v.stderr
@@ -51,7 +126,7 @@ def test_setup_verify_notify(cluster):
     assert "✗" not in table and table.count("✓") >= 60
     assert "ray-cluster" in table and "age-recipient" in table and "env:ANTHROPIC_API_KEY" in table
 
-    sb.exec(2, "rm", "/home/ubuntu/key.txt")
+    sb.exec(2, "rm", "/root/key.txt")
     bad = laptop.fab("verify")
     assert bad.returncode == 1
     assert "✗ rental2 age-key: ~/key.txt is missing or not 0600" in bad.stdout
@@ -70,6 +145,25 @@ def test_setup_verify_notify(cluster):
     last = messages(inbox)[-1]
     assert last["title"] == "Cluster NOT ready" and last["type"] == "failure"
     assert last["message"].startswith("1 of 3 node(s) failed: rental2 (verify: ") and "age-key" in last["message"]
+
+    # A dotfile edited by hand on node 1: the next setup fails that node's dotfiles step at
+    # once, naming the file (never a prompt, never an overwrite); the other nodes finish.
+    node_sh(sb, 1, "echo 'alias gs=\"git status\"' >>~/.bashrc")
+    edited = node_sh(sb, 1, "sha256sum ~/.bashrc").stdout
+    start = time.monotonic()
+    r = laptop.fab("setup", "--tail", "0", timeout=120)
+    assert time.monotonic() - start < 30, "the dotfiles step waited"
+    assert r.returncode == 1
+    got = rows(r.stdout, "bootstrap")
+    assert got["rental1"] == ("FAILED", "node script exited 1; failed step(s): dotfiles "
+                                        f"(log: {laptop.home / 'logs/setup_rental1.log'})")
+    assert got["rental0"] == ("ok", "13 steps, changed: none") and got["rental2"][0] == "changed"  # key.txt back
+    log = (laptop.home / "logs/setup_rental1.log").read_text()
+    assert "STEP dotfiles failed exit 1: changed on this node since chezmoi wrote it: ~/.bashrc. " in log
+    assert "multinode.dotfiles.overwrite" in log
+    assert node_sh(sb, 1, "sha256sum ~/.bashrc").stdout == edited
+    assert rows(r.stdout, "tmux")["rental0"][0] == "ok"  # the session is kept: a failing node does not rebuild it
+    assert "rental1  198.18.0.11  bootstrap: node script exited 1; failed step(s): dotfiles" in r.stdout
 
     # Ray gone on node 1: the head's ray-cluster check fails (the query bootstrap waits with, without waiting).
     stopped = node_sh(sb, 1, "/workspace/workspace/venv/bin/ray stop --force")
