@@ -19,8 +19,9 @@ STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "d
 KEX_RE = re.compile(r"^([a-z0-9][a-z0-9@.+-]*(,[a-z0-9][a-z0-9@.+-]*)*)?$")
 
 DEFAULTS = {
-    # Login users tried in order by detect-user (an explicit USER@ wins).
-    "users": ["ubuntu", "user"],
+    # Login users tried in order by detect-user (an explicit USER@ wins); root last:
+    # RunPod and Vast.ai containers log in as root.
+    "users": ["ubuntu", "user", "root"],
     # The laptop's private key used to log in to the nodes.
     "identity": "~/.ssh/id_ed25519",
     # Aliases: rental0 (the head), rental1, ...

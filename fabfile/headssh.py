@@ -33,14 +33,22 @@ def worker_ssh(node):
     return f"ssh -F ~/.ssh/{SSH_CONFIG} {worker_name(node)}"
 
 
+# Host key types, best first: the head gets the keys of one type per worker (its
+# ssh then negotiates that type), so the types OpenSSH adds on the laptop after
+# a plain `ssh rentalK` change nothing on the head.
+KEY_TYPES = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"]
+
+
 def verified_keys(path, nodes):
-    """{alias: the keys the laptop's known_hosts holds for that node}, nodes without one left out."""
+    """{alias: the laptop's known_hosts keys of that node, of its best type}, nodes without one left out."""
     entries = known_host_entries(path)
     keys = {}
     for node in nodes:
         found = [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
         if found:
-            keys[node.alias] = found
+            rank = {kind: i for i, kind in enumerate(KEY_TYPES)}
+            best = min((k.get_name() for k in found), key=lambda kind: rank.get(kind, len(rank)))
+            keys[node.alias] = [k for k in found if k.get_name() == best]
     return keys
 
 

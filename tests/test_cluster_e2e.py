@@ -193,7 +193,7 @@ def test_tmux_with_six_nodes(make_sandbox):
     assert kex == "Host worker1 worker2 worker3 worker4 worker5\n    KexAlgorithms curve25519-sha256\n", kex
     again = laptop.fab("head-ssh")  # a second run changes nothing on the head
     assert again.returncode == 0 and rows(again.stdout, "head-ssh")["rental0"] == (
-        "ok", "worker1..worker5 in ~/.ssh/multinode_config (plain `ssh workerK` through /etc/ssh/ssh_config.d/multinode.conf)")
+        "ok", "worker1..worker5 in ~/.ssh/multinode_config (plain `ssh workerK` through /etc/ssh/ssh_config.d/multinode-ubuntu.conf)")
     windows = node_sh(sb, 0, "tmux list-windows -t multinode -F '#{window_name} #{window_panes}'").stdout
     assert windows.splitlines() == ["head 1", "nodes-1 4", "nodes-2 2"]
     for window, nids in (("nodes-1", range(4)), ("nodes-2", range(4, 6))):
@@ -202,12 +202,15 @@ def test_tmux_with_six_nodes(make_sandbox):
     bad = laptop.fab("tmux", "--nodes", "7")
     assert bad.returncode == 2 and "'7'" in bad.stderr
 
-    # A worker the head cannot reach fails in head-ssh; tmux leaves its pane out, the rest carry on.
+    # A worker the head cannot reach fails in head-ssh; the session is kept as it is (what runs in
+    # its panes goes on); rebuilt, it leaves that pane out, the rest carry on.
     sb.stop_sshd(3)
     r = laptop.fab("head-ssh", "tmux")
     assert r.returncode == 1, r.stdout + r.stderr
     status, detail = rows(r.stdout, "head-ssh")["rental3"]
     assert status == "FAILED" and detail.startswith("rental0 -> worker3 (198.19.0.13): ") and "refused" in detail
+    assert rows(r.stdout, "tmux")["rental0"] == ("ok", "head (1), nodes-1 (4), nodes-2 (2)")
+    r = laptop.fab("head-ssh", "tmux", "--rebuild")
     assert rows(r.stdout, "tmux")["rental0"] == (
         "changed", "head (1), nodes-1 (4), nodes-2 (1); no pane for rental3 (failed earlier)")
     want = ["ubuntu@node0", "ubuntu@node1", "ubuntu@node2", "ubuntu@node4"]

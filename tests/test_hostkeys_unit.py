@@ -100,3 +100,11 @@ def test_head_ssh_finds_the_laptops_key_in_a_hashed_entry(tmp_path):
     assert [k.get_base64() for k in keys["rental1"]] == [key.get_base64()]
     # every key recorded for that address and port, and only those
     assert [k.get_base64() for k in keys["rental2"]] == [other.get_base64(), second.get_base64()]
+    # Of several types (OpenSSH adds them after a plain ssh): the best type only, so the head's file stays.
+    ed = paramiko.Ed25519Key.from_private_key_file
+    import subprocess
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ed")], check=True)
+    ed25519 = ed(str(tmp_path / "ed"))
+    with open(path, "a") as fh:
+        fh.write(f"198.18.0.11 {ed25519.get_name()} {ed25519.get_base64()}\n")
+    assert [k.get_base64() for k in verified_keys(path, nodes)["rental1"]] == [ed25519.get_base64()]

@@ -116,7 +116,7 @@ def test_setup_verify_notify(cluster):
         steps = [ln.split()[1:3] for ln in (laptop.home / f"logs/setup_rental{nid}.log").read_text().splitlines()
                  if ln.startswith("STEP ")]
         assert len(steps) == 13 and {status for _, status in steps} <= {"ok", "skipped"}, steps
-    assert rows(again.stdout, "head-ssh")["rental0"][0] == "ok" and rows(again.stdout, "tmux")["rental0"][0] == "ok"
+    assert rows(again.stdout, "head-ssh")["rental0"][0] == "ok" and rows(again.stdout, "tmux")["rental0"][0] == "ok", again.stdout
     assert {k: v for k, v in laptop.snapshot().items() if not k.startswith("logs/")} == before
     assert [node_state(sb, n) for n in range(3)] == nodes_before
 
