@@ -159,6 +159,20 @@ def test_ctrl_c_stops_at_once_and_closes_the_node_connections(configured, health
         for n, user in ((0, USERS[0]), (1, USERS[1])):
             gone = node_sh(sb, n, f"for i in $(seq 1 20); do pgrep -f 'sshd: {user}@nott[y]' || exit 0; sleep 0.25; done; exit 1")
             assert gone.returncode == 0, f"node{n} still has the session: {gone.stdout}"
+        # The user reruns at once (the old script is still in its silent 45 s step): the new run stops
+        # the old one, which its laptop left, and does its work; the old run's cleanup cannot touch it.
+        assert node_sh(sb, 0, "pgrep -fx 'sleep 45'").returncode == 0
+        config["multinode"].update(tools=[])
+        (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+        start = time.monotonic()
+        again = laptop.fab("bootstrap", "--tail", "0", timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert time.monotonic() - start < 40  # not after the old script's 45 s step
+        log = (laptop.home / "logs/setup_rental0.log").read_text()
+        assert "stopping the previous run (pid " in log and "left running when its laptop went away" in log
+        for n in (0, 1):
+            assert node_sh(sb, n, "pgrep -fx 'sleep 45' || echo none").stdout == "none\n"
+            assert node_sh(sb, n, "ls -A ~/.cache/multinode/stage").stdout == ""  # each run's stage, removed
     finally:
         proc.kill()
         for n in (0, 1):  # leave the nodes as other tests expect them
@@ -192,3 +206,48 @@ def test_nothing_waits_for_input(configured, healthy):
              "print(s.connection(s.nodes[0]).run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")
     out = laptop.run(sys.executable, "-c", probe, f"{node['public']}:{node['private']}", timeout=60)
     assert out.stdout.strip() == "eof", out.stdout + out.stderr
+
+
+def test_a_changed_repo_branch_switches_a_changed_url_fails_naming_both(configured, healthy):
+    import json
+
+    laptop, sb = configured, healthy
+    node = sb.nodes[2]
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(dotfiles={"repo": ""}, tools=[])
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    hosts = f"{node['public']}:{node['private']}"
+    assert laptop.fab("-H", hosts, "hostkeys", "detect-user", "bootstrap", timeout=300).returncode == 0
+    log = laptop.home / "logs/setup_rental0.log"
+    repo = "cd /workspace/workspace && git rev-parse --abbrev-ref HEAD && ls"
+
+    config["multinode"]["repo"]["branch"] = "dev"
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    r = laptop.fab("bootstrap", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "STEP workspace changed switched from main to dev; at " in log.read_text()
+    assert node_sh(sb, 2, repo).stdout.startswith("dev\nDEV.md\n")
+
+    # Uncommitted work on the node: never carried or lost by a switch; the step says why.
+    node_sh(sb, 2, "echo mine >>/workspace/workspace/train.py")
+    config["multinode"]["repo"]["branch"] = "main"
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    assert laptop.fab("bootstrap", timeout=300).returncode == 1
+    assert ("STEP workspace failed exit 1: /workspace/workspace is on dev with uncommitted changes, but "
+            "multinode.repo.branch is main: commit or stash them, then rerun") in log.read_text()
+    node_sh(sb, 2, "cd /workspace/workspace && git checkout -q train.py")
+
+    # Another URL: a repository of another name is cloned beside; one of the same name is
+    # never silently repointed.
+    config["multinode"]["repo"]["url"] = "git://198.18.0.2/fork.git"
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    assert laptop.fab("bootstrap", timeout=300).returncode == 0
+    assert "STEP workspace changed cloned git://198.18.0.2/fork.git into /workspace/fork" in log.read_text()
+    node_sh(sb, 2, "rm -rf /workspace/fork")
+    config["multinode"]["repo"]["name"] = "workspace"
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    assert laptop.fab("bootstrap", timeout=300).returncode == 1
+    assert ("STEP workspace failed exit 1: /workspace/workspace's origin is git://198.18.0.2/workspace.git, but "
+            "multinode.repo.url is git://198.18.0.2/fork.git: move /workspace/workspace aside") in log.read_text()
+    assert node_sh(sb, 2, repo).stdout.startswith("dev\n")
+    node_sh(sb, 2, "cd /workspace/workspace && git checkout -q main")  # as the other tests expect it

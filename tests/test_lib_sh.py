@@ -144,8 +144,9 @@ def test_a_step_reading_stdin_fails_at_once_and_a_slow_one_times_out(tmp_path):
         proc.kill()
     out = proc.stdout.read()
     assert "STEP tools failed exit 1" in out, out
-    slow = script.replace("read -r -p", "sleep 30; read -r -p")
+    slow = script.replace("read -r -p", "echo fetching the installer; sleep 30; read -r -p")
     (tmp_path / "node.sh").write_text(slow)
     r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage")], env=env,
                        capture_output=True, text=True, timeout=30)
-    assert "STEP tools failed timed out after 2s (multinode.step_timeouts.tools)" in r.stdout, r.stdout
+    assert ("STEP tools failed timed out after 2s (multinode.step_timeouts.tools); its last line: "
+            "fetching the installer\n") in r.stdout, r.stdout

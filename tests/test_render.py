@@ -7,7 +7,7 @@ from jinja2 import UndefinedError
 
 from fabfile.bootstrap import STEPS, node_script, parse_steps, repo_name
 from fabfile.config import DEFAULTS, options
-from fabfile.inventory import parse_hosts
+from fabfile.inventory import BadInput, parse_hosts
 from fabfile.render import quote, render, shell_args
 
 
@@ -118,3 +118,33 @@ def test_verify_script_follows_the_config_and_parses():
     assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
     for script in (head, worker):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("workspace", ["/", "/tmp", "/home/", "/root", "/usr//local", "/etc/.."])
+def test_a_system_directory_is_never_a_workspace(workspace):
+    with pytest.raises(BadInput, match=r"multinode.workspace .*a system directory"):
+        opts(workspace=workspace)
+    assert opts(workspace="/tmp/ws")["workspace"] == "/tmp/ws"
+
+
+def test_step_timeouts_are_checked_and_rendered():
+    with pytest.raises(BadInput, match=r"multinode.step_timeouts key 'pyhton'"):
+        opts(step_timeouts={"pyhton": 60})
+    with pytest.raises(BadInput, match=r"multinode.step_timeouts.python"):
+        opts(step_timeouts={"python": "soon"})
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    script = node_script(nodes[0], nodes, opts(step_timeout=120, step_timeouts={"python": 1800}), [])
+    assert "run_step python 1800\n" in script and "run_step workspace 120\n" in script
+
+
+def test_the_node_script_never_writes_a_users_shell_file():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    script = node_script(nodes[0], nodes, opts(git={"name": "A", "email": "a@b.example"}), [])
+    for managed in ("~/.bashrc", "~/.profile", "~/.gitconfig", "~/.ssh/config"):
+        path = managed.replace("~", "$HOME")
+        writes = [ln for ln in script.splitlines() if path in ln and ("put_block" in ln or "install_file" in ln
+                                                                    or ">>" in ln)]
+        # ~/.bashrc: only the block an older multinode put there is taken out (an empty body).
+        assert all("/dev/null" in ln for ln in writes), writes
+    assert "git config --global" not in script
+    assert script.count("sudo") == render("lib.sh.j2").count("sudo")  # root work through as_root alone

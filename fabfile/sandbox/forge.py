@@ -76,15 +76,24 @@ def assets(log=print):
     return root
 
 
-def _repo(path, files, env):
-    """A bare repository at ``path`` with one commit of ``files``."""
-    with tempfile.TemporaryDirectory() as work:
+def _repo(path, files, env, branches=None):
+    """A bare repository at ``path`` with one commit of ``files`` on main; each of
+    ``branches`` ({name: files}) one commit more on top of it."""
+    def write(work, files):
         for name, text in files.items():
             Path(work, name).parent.mkdir(parents=True, exist_ok=True)
             Path(work, name).write_bytes(text if isinstance(text, bytes) else text.encode())
-        _run("git", "init", "-q", "-b", "main", work)
         _run("git", "-C", work, "add", "-A")
+
+    with tempfile.TemporaryDirectory() as work:
+        _run("git", "init", "-q", "-b", "main", work)
+        write(work, files)
         _run("git", "-C", work, "commit", "-q", "-m", "initial", env=env)
+        for branch, extra in (branches or {}).items():
+            _run("git", "-C", work, "checkout", "-q", "-b", branch, "main")
+            write(work, extra)
+            _run("git", "-C", work, "commit", "-q", "-m", f"{branch}: work in progress", env=env)
+        _run("git", "-C", work, "checkout", "-q", "main")
         _run("git", "clone", "-q", "--bare", work, path)
 
 
@@ -142,7 +151,8 @@ def populate(root, log=print):
     _repo(root / "git/workspace.git", {
         "pyproject.toml": PYPROJECT,
         "train.py": "import ray\nray.init(address='auto')\nprint(ray.cluster_resources())\n",
-    }, env)
+    }, env, branches={"dev": {"DEV.md": "the dev branch\n"}})
+    _run("git", "clone", "-q", "--bare", root / "git/workspace.git", root / "git/fork.git")  # the same repo elsewhere
     _repo(root / "git/dotfiles.git", {**DOTFILES, "encrypted_private_dot_secret.age": secret}, env)
     return key
 
