@@ -251,3 +251,38 @@ def test_a_changed_repo_branch_switches_a_changed_url_fails_naming_both(configur
             "multinode.repo.url is git://198.18.0.2/fork.git: move /workspace/workspace aside") in log.read_text()
     assert node_sh(sb, 2, repo).stdout.startswith("dev\n")
     node_sh(sb, 2, "cd /workspace/workspace && git checkout -q main")  # as the other tests expect it
+
+
+def test_dotfiles_with_their_own_config_template(configured, healthy):
+    """chezmoi's config from the repo's template (its prompt answered by its default), written once."""
+    import json
+
+    laptop, sb = configured, healthy
+    node = sb.nodes[2]
+    node_sh(sb, 2, "rm -rf ~/.local/share/chezmoi ~/.config/chezmoi")
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(tools=[], repo={"url": ""})
+    config["multinode"]["dotfiles"]["repo"] = "git://198.18.0.2/dotfiles-template.git"
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    try:
+        hosts = f"{node['public']}:{node['private']}"
+        r = laptop.fab("-H", hosts, "hostkeys", "detect-user", "bootstrap", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        log = laptop.home / "logs/setup_rental0.log"
+        assert "cloned git://198.18.0.2/dotfiles-template.git; applied;" in log.read_text()
+        files = node_sh(sb, 2, "cat ~/.config/chezmoi/chezmoi.toml ~/.gitconfig ~/.secret; stat -c %Y ~/.config/chezmoi/chezmoi.toml")
+        assert 'email = "templated@example.invalid"' in files.stdout and SECRET_TEXT in files.stdout
+        assert "email = templated@example.invalid\n" in files.stdout  # the templated dotfile
+        again = laptop.fab("bootstrap", "verify", timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "STEP dotfiles ok 1 encrypted file(s) decrypt" in log.read_text()
+        assert node_sh(sb, 2, "stat -c %Y ~/.config/chezmoi/chezmoi.toml").stdout == files.stdout.splitlines()[-1] + "\n"
+
+        # Another dotfiles repo configured later: named, never mixed in.
+        config["multinode"]["dotfiles"]["repo"] = "git://198.18.0.2/dotfiles.git"
+        (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+        assert laptop.fab("bootstrap", timeout=300).returncode == 1
+        assert ("chezmoi's source /home/ubuntu/.local/share/chezmoi comes from git://198.18.0.2/dotfiles-template.git, "
+                "but multinode.dotfiles.repo is git://198.18.0.2/dotfiles.git") in log.read_text()
+    finally:  # the other tests' dotfiles come back on their next run
+        node_sh(sb, 2, "rm -rf ~/.local/share/chezmoi ~/.config/chezmoi ~/.gitconfig")

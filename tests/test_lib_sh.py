@@ -150,3 +150,26 @@ def test_a_step_reading_stdin_fails_at_once_and_a_slow_one_times_out(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert ("STEP tools failed timed out after 2s (multinode.step_timeouts.tools); its last line: "
             "fetching the installer\n") in r.stdout, r.stdout
+
+
+def test_uvs_error_reaches_the_log_and_the_step_line(tmp_path):
+    nodes = [Node(0, "rental0", "198.18.0.10", "198.19.0.10")]
+    opts = options({"multinode": {"workspace": str(tmp_path / "ws"), "repo": {"url": "git://h/proj.git"},
+                                  "tools": []}})
+    script = node_script(nodes[0], nodes, opts, [])
+    script = script[: script.index("run_step workspace")] + "run_step python 10\nexit \"$FAILED\"\n"
+    (tmp_path / "node.sh").write_text(script)
+    home = tmp_path / "home"
+    (home / ".local/bin").mkdir(parents=True)
+    (home / ".local/bin/uv").write_text("#!/bin/sh\necho 'Resolved 3 packages'\n"
+                                        "echo 'error: No solution found: torch==99 is unavailable' >&2\nexit 1\n")
+    (home / ".local/bin/uv").chmod(0o755)
+    venv = tmp_path / "ws/proj/venv/bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to("/bin/true")
+    (tmp_path / "ws/proj/requirements.txt").write_text("torch==99\n")
+    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(home / "stage")], env={**os.environ, "HOME": str(home)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "Resolved 3 packages\nerror: No solution found: torch==99 is unavailable\n" in r.stdout
+    assert "STEP python failed exit 1: error: No solution found: torch==99 is unavailable\n" in r.stdout

@@ -1,7 +1,8 @@
 """What the internet gives a real node, served locally to the sandbox nodes.
 
 The forge is a namespace on the public bridge (198.18.0.2) running a real
-``git daemon`` (git://198.18.0.2/workspace.git, /dotfiles.git) and a real
+``git daemon`` (git://198.18.0.2/workspace.git, /fork.git, /dotfiles.git,
+/dotfiles-template.git) and a real
 HTTP server (http://198.18.0.2:8080/: ``bin/`` installers for uv, chezmoi
 and age, ``wheels/`` a Python wheelhouse). The downloads are fetched once,
 from PyPI and Debian, into the image cache; the repositories are made anew
@@ -154,6 +155,15 @@ def populate(root, log=print):
     }, env, branches={"dev": {"DEV.md": "the dev branch\n"}})
     _run("git", "clone", "-q", "--bare", root / "git/workspace.git", root / "git/fork.git")  # the same repo elsewhere
     _repo(root / "git/dotfiles.git", {**DOTFILES, "encrypted_private_dot_secret.age": secret}, env)
+    # Dotfiles whose own config template makes chezmoi's config (a prompt with a default, age).
+    _repo(root / "git/dotfiles-template.git", {
+        ".chezmoi.toml.tmpl": (
+            '{{- $email := promptStringOnce . "email" "Your e-mail" "templated@example.invalid" -}}\n'
+            'encryption = "age"\n[age]\n    identity = "~/key.txt"\n'
+            f'    recipient = "{recipient}"\n[data]\n    email = {{{{ $email | quote }}}}\n'),
+        "dot_gitconfig.tmpl": "[user]\n    email = {{ .email }}\n",
+        "encrypted_private_dot_secret.age": secret,
+    }, env)
     return key
 
 
