@@ -201,7 +201,7 @@ def test_nothing_waits_for_input(configured, healthy):
     assert "STEP tools failed exit 1" in log and "STEP tmux" in log  # the steps after it still ran
 
     # Fabric leaves a channel's stdin open; ours close it: `cat` ends at once.
-    probe = ("import sys; from fabfile.session import Session; from fabfile.config import options;"
+    probe = ("import sys; from fabfile.session import Session;"
              "from fabric import Config; c = Config(); s = Session(sys.argv[1]); s.start(c);"
              "print(s.connection(s.nodes[0]).run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")
     out = laptop.run(sys.executable, "-c", probe, f"{node['public']}:{node['private']}", timeout=60)
