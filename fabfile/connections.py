@@ -15,7 +15,7 @@ from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from paramiko.hostkeys import HostKeyEntry, HostKeys
 
-HINT = "if the machine was reinstalled, run `fab hostkeys` to record its new key"
+HINT = "if that machine was reinstalled, run `fab hostkeys --reinstalled {alias}` to record its new key"
 
 
 class NodeError(Exception):
@@ -71,10 +71,15 @@ def fetch_host_key(node, timeout):
 
 
 def names_host(name, host):
-    """Whether a known_hosts name (plain or hashed ``|1|salt|hash``) is ``host``."""
+    """Whether a known_hosts name (plain or hashed ``|1|salt|hash``) is ``host``.
+
+    A damaged hashed name names no host (as ``ssh-keygen -F`` skips it)."""
     if name.startswith("|1|"):
-        salt = name.split("|")[2]
-        return HostKeys.hash_host(host, salt) == name
+        try:
+            salt = name.split("|")[2]
+            return HostKeys.hash_host(host, salt) == name
+        except (IndexError, ValueError, TypeError):
+            return False
     return name == host
 
 
@@ -95,7 +100,7 @@ def known_host_entries(path):
             continue
         try:
             entry = HostKeyEntry.from_line(line)
-        except (paramiko.SSHException, ValueError, TypeError, IndexError):
+        except Exception:  # noqa: BLE001  any damage (InvalidHostKey, bad base64, ...): skip the line
             continue
         if entry is not None:
             entries.append(entry)
@@ -151,16 +156,16 @@ def login(node, user, settings, config):
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()
-    for entry in known_host_entries(settings.known_hosts):
-        for name in entry.hostnames:
-            known.add(name, entry.key.get_name(), entry.key)
+    for entry in known_host_entries(settings.known_hosts):  # this node's entries, matched here (hashed too)
+        if any(names_host(name, node.address) for name in entry.hostnames):
+            known.add(node.address, entry.key.get_name(), entry.key)
     try:
         cxn.open()
     except paramiko.BadHostKeyException as exc:
         cxn.close()
         raise NodeError(
             f"host key of {node.address} changed: known_hosts has {fingerprint(exc.expected_key)}, "
-            f"the node offers {fingerprint(exc.key)}; {HINT}"
+            f"the node offers {fingerprint(exc.key)}; {HINT.format(alias=node.alias)}"
         ) from None
     except paramiko.AuthenticationException:
         cxn.close()

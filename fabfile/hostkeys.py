@@ -1,14 +1,21 @@
-"""hostkeys: forget stale host keys of reinstalled machines, record the new ones.
+"""hostkeys: record the host keys of new machines; refuse changed keys of known ones.
+
+Keys are pinned: a machine of the remembered cluster whose key changed is
+refused (both fingerprints shown) until the user says it was reinstalled
+(``--reinstalled rental2``). A node seen for the first time, or an address
+that is not a machine of the remembered cluster (a new rental on a recycled
+address), gets its key recorded, the old fingerprint shown as replaced.
 
 known_hosts is edited line by line: only the lines (or, on a line naming
 several hosts, the names) of our nodes' addresses are touched, hashed
-entries included; every other byte stays. A node whose recorded entry is
-already exactly its current key is left as it is.
+entries included; every other byte stays. A node whose recorded entries
+already hold its current key is left as it is.
 """
 
 from invoke import Collection, task
 
-from .connections import fetch_host_key, fingerprint, names_host
+from .connections import HINT, NodeError, fetch_host_key, fingerprint, known_host_entries, names_host
+from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
 from .session import Outcome, session_of
 
@@ -67,29 +74,70 @@ def update_known_hosts(text, keys):
     return "".join(out), changed
 
 
-@task
-def hostkeys(c):
-    """Record each node's current SSH host key; drop stale ones.
+def reinstalled_nodes(session, value):
+    """The nodes named by ``--reinstalled`` (aliases or addresses, or ``all``), checked."""
+    if not value:
+        return set()
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if names == ["all"]:
+        return {n.alias for n in session.nodes}
+    chosen = set()
+    for name in names:
+        node = session.find(name)
+        if node is None:
+            raise BadInput(f"bad --reinstalled {name!r}: not a node of this cluster "
+                           f"({', '.join(n.alias for n in session.nodes)}, their addresses, or all)")
+        chosen.add(node.alias)
+    return chosen
 
-    Run it once for new or reinstalled machines. Every other task refuses a
-    node whose key is unknown or has changed.
+
+def recorded(entries, node):
+    """The keys ``entries`` (of known_hosts) hold for ``node``."""
+    return [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
+
+
+@task(help={"reinstalled": "nodes whose new host key to accept (aliases or addresses, comma-separated, or all): "
+                           "machines of the remembered cluster that were reinstalled"})
+def hostkeys(c, reinstalled=None):
+    """Record each new node's SSH host key; refuse a known node whose key changed.
+
+    Every other task refuses a node whose key is unknown or has changed.
     """
     session = session_of(c)
+    try:
+        accept = reinstalled_nodes(session, reinstalled)
+    except BadInput as exc:
+        raise exc.exit() from None
     timeout = session.settings.connect_timeout
-    found = session.each(
-        "hostkeys", lambda node: Outcome("ok", value=fetch_host_key(node, timeout)), connect=False, quiet=True
-    )
-    by_alias = {n.alias: n for n in session.nodes}
-    keys = {by_alias[alias].address: out.value for alias, out in found.items()}
     path = session.settings.known_hosts
+    entries = known_host_entries(path)
+
+    def check(node):
+        key = fetch_host_key(node, timeout)
+        old = recorded(entries, node)
+        if not old or any(k.get_name() == key.get_name() and k.get_base64() == key.get_base64() for k in old) \
+                or not session.pinned(node) or node.alias in accept:
+            return Outcome("ok", value=(key, old))
+        same_type = [k for k in old if k.get_name() == key.get_name()] or old
+        raise NodeError(f"host key of {node.address} changed: known_hosts has "
+                        f"{', '.join(fingerprint(k) for k in same_type)}, the node offers {fingerprint(key)}; "
+                        + HINT.format(alias=node.alias))
+
+    found = session.each("hostkeys", check, connect=False, quiet=True)
+    by_alias = {n.alias: n for n in session.nodes}
+    keys = {by_alias[alias].address: out.value[0] for alias, out in found.items()}
     with locked(path):
         text, changed = update_known_hosts(read_text(path), keys)
         if any(changed.values()):
             write_atomic(path, text)
     for alias, out in found.items():
-        node = by_alias[alias]
-        status = "changed" if changed[node.address] else "ok"
-        session.report.line("hostkeys", node, status, fingerprint(out.value))
+        node, (key, old) = by_alias[alias], out.value
+        if not changed[node.address]:
+            session.report.line("hostkeys", node, "ok", fingerprint(key))
+            continue
+        replaced = [k for k in old if k.get_base64() != key.get_base64()]
+        session.report.line("hostkeys", node, "changed", f"recorded {fingerprint(key)}" + (
+            f" (replaced {', '.join(fingerprint(k) for k in replaced)})" if replaced else ""))
 
 
 ns = Collection("hostkeys")

@@ -49,6 +49,7 @@ class Session:
         self.conns = {}
         self.locks = {}
         self.config = None
+        self.remembered = []
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
         self.interrupted = False
 
@@ -65,6 +66,7 @@ class Session:
             if self.given is None and remembered is None:
                 raise BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
             nodes = adopt_known_users(self.given, remembered) if self.given else remembered
+            self.remembered = remembered or []
         except BadInput as exc:
             raise exc.exit() from None
         for node in nodes:
@@ -79,6 +81,14 @@ class Session:
     @property
     def head(self):
         return self.nodes[0]
+
+    def pinned(self, node):
+        """Whether ``node`` is a machine of the remembered cluster: its host key is pinned."""
+        return any(old.same_machine(node) for old in self.remembered)
+
+    def find(self, name):
+        """The node called ``name`` (alias, public address or ``[addr]:port``), or None."""
+        return next((n for n in self.nodes if name in (n.alias, n.public, n.address)), None)
 
     def alive(self):
         return [n for n in self.nodes if n.alias not in self.failed]

@@ -34,12 +34,13 @@ def final_report(session, opts):
     session.report.write("\n".join(lines))
 
 
-@task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)"})
-def setup(c, tail=None):
+@task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)",
+            "reinstalled": "nodes whose new host key to accept (as for hostkeys): machines you reinstalled"})
+def setup(c, tail=None, reinstalled=None):
     """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify."""
     session = session_of(c)
     opts = session.options
-    hostkeys(c)
+    hostkeys(c, reinstalled=reinstalled)
     detect_user(c)
     bootstrap(c, tail=tail)
     head_ssh(c)

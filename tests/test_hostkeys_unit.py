@@ -108,3 +108,18 @@ def test_head_ssh_finds_the_laptops_key_in_a_hashed_entry(tmp_path):
     with open(path, "a") as fh:
         fh.write(f"198.18.0.11 {ed25519.get_name()} {ed25519.get_base64()}\n")
     assert [k.get_base64() for k in verified_keys(path, nodes)["rental1"]] == [ed25519.get_base64()]
+
+
+def test_damaged_lines_are_skipped_by_every_reader(tmp_path):
+    from fabfile.headssh import verified_keys
+    from fabfile.inventory import parse_hosts
+
+    key = _key()
+    path = tmp_path / "known_hosts"
+    good = entry_line("198.18.0.11", key)
+    path.write_text("|1|not-base64!|junk ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmnG0gOD8rK2vS0Oa9lF+8tLPl8RjCxsKx0w1mA0Tzd\n"
+                    "198.18.0.11 ssh-ed25519 AAAA!!!notbase64\n|1|\n" + good)
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    assert [k.get_base64() for k in verified_keys(path, nodes)["rental1"]] == [key.get_base64()]
+    text, changed = update_known_hosts(path.read_text(), {"198.18.0.11": key})
+    assert changed == {"198.18.0.11": False}

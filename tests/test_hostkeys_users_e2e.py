@@ -39,7 +39,7 @@ def test_hostkeys_detect_user_then_strict_ssh(laptop, healthy):
     }
     # The printed fingerprint is the node's, as ssh-keygen -lf shows it.
     keygen = sb.exec(0, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-    assert rows(r.stdout, "hostkeys")["rental0"] == ("changed", f"{keygen[0]} {keygen[1]} {keygen[-1]}")
+    assert rows(r.stdout, "hostkeys")["rental0"] == ("changed", f"recorded {keygen[0]} {keygen[1]} {keygen[-1]}")
     # One authenticated connection per node for the whole invocation.
     assert [accepted(sb, n) - before[n] for n in range(3)] == [1, 1, 1]
     who = laptop.ssh("rental1", "whoami")
@@ -64,7 +64,7 @@ def test_hostkeys_detect_user_then_strict_ssh(laptop, healthy):
     assert [accepted(sb, n) - before[n] for n in range(3)] == [1, 1, 1]
 
 
-def test_rekeyed_node_is_refused_alone_until_hostkeys(laptop, healthy):
+def test_rekeyed_node_is_refused_alone_until_the_user_says_it_was_reinstalled(laptop, healthy):
     sb = healthy
     assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
     old = sb.exec(2, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
@@ -76,15 +76,48 @@ def test_rekeyed_node_is_refused_alone_until_hostkeys(laptop, healthy):
     assert got["rental0"][0] == got["rental1"][0] == "ok"
     assert got["rental2"][0] == "FAILED"
     assert "changed" in got["rental2"][1] and old in got["rental2"][1] and new in got["rental2"][1]
-    assert "fab hostkeys" in got["rental2"][1]
+    assert "fab hostkeys --reinstalled rental2" in got["rental2"][1]
     assert "rental2" in r.stdout.split("failed:")[-1]
     assert laptop.ssh("rental2", "true").returncode != 0  # OpenSSH refuses it too
 
+    # hostkeys itself keeps the pin: the changed key is refused, not recorded.
+    known = (laptop.home / ".ssh/known_hosts").read_text()
     r = laptop.fab("hostkeys", "detect-user")
+    assert r.returncode == 1
+    status, detail = rows(r.stdout, "hostkeys")["rental2"]
+    assert status == "FAILED" and old in detail and new in detail and "--reinstalled rental2" in detail
+    assert rows(r.stdout, "detect-user")["rental2"] == ("skipped", "failed earlier in hostkeys")
+    assert (laptop.home / ".ssh/known_hosts").read_text() == known
+
+    bad = laptop.fab("hostkeys", "--reinstalled", "rental7")
+    assert bad.returncode == 2 and "bad --reinstalled 'rental7'" in bad.stderr
+
+    r = laptop.fab("hostkeys", "--reinstalled", "rental2", "detect-user")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert rows(r.stdout, "hostkeys")["rental2"] == ("changed", rows(r.stdout, "hostkeys")["rental2"][1])
-    assert new in rows(r.stdout, "hostkeys")["rental2"][1]
+    status, detail = rows(r.stdout, "hostkeys")["rental2"]
+    assert status == "changed" and detail.startswith(f"recorded 256 {new}") and f"(replaced 256 {old}" in detail
     assert laptop.ssh("rental2", "hostname").stdout == "node2\n"
+
+    # An address that is not a machine of the remembered cluster (a new rental on a recycled
+    # address): its key is recorded, the old one shown as replaced.
+    sb.rekey(2)
+    newer = sb.exec(2, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+    r = laptop.fab("-H", f"{sb.nodes[2]['public']}:198.19.0.99", "hostkeys")
+    assert r.returncode == 0, r.stdout + r.stderr
+    status, detail = rows(r.stdout, "hostkeys")["rental0"]
+    # Replaced: ours, and the RSA and ECDSA keys OpenSSH recorded after the plain `ssh rental2` above.
+    assert status == "changed" and detail.startswith(f"recorded 256 {newer} (ED25519) (replaced 256 {new} (ED25519), ")
+
+
+def test_a_damaged_known_hosts_line_is_skipped(laptop, healthy):
+    sb = healthy
+    ssh = laptop.home / ".ssh"
+    damaged = ("|1|not-base64!|junk ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmnG0gOD8rK2vS0Oa9lF+8tLPl8RjCxsKx0w1mA0Tzd\n"
+               "198.18.0.99 ssh-ed25519 AAAA!!!notbase64\n|1|\n")
+    (ssh / "known_hosts").write_text(damaged)
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (ssh / "known_hosts").read_text().startswith(damaged)  # left as it was, as ssh-keygen -F leaves it
 
 
 def test_stopped_sshd_fails_alone_and_later_tasks_skip_it(laptop, healthy):

@@ -166,6 +166,22 @@ def test_setup_verify_notify(cluster):
     assert rows(r.stdout, "tmux")["rental0"][0] == "ok"  # the session is kept: a failing node does not rebuild it
     assert "rental1  198.18.0.11  bootstrap: node script exited 1; failed step(s): dotfiles" in r.stdout
 
+    # Node 1 comes back with another host key (reinstalled, or someone in between): setup refuses
+    # it in hostkeys, before any login, so none of its secrets is sent; the others finish.
+    node_sh(sb, 1, "chezmoi apply --force ~/.bashrc || ~/.local/bin/chezmoi apply --force ~/.bashrc")
+    sb.rekey(1)
+    logins = accepted(sb, 1)
+    r = laptop.fab("setup", "--tail", "0", timeout=120)
+    assert r.returncode == 1
+    status, detail = rows(r.stdout, "hostkeys")["rental1"]
+    assert status == "FAILED" and detail.startswith("host key of 198.18.0.11 changed: known_hosts has 256 SHA256:")
+    assert "fab hostkeys --reinstalled rental1" in detail
+    assert rows(r.stdout, "bootstrap")["rental1"] == ("skipped", "failed earlier in hostkeys")
+    assert rows(r.stdout, "bootstrap")["rental0"][0] == "ok"
+    assert accepted(sb, 1) == logins  # never logged in to: nothing staged there
+    ok = laptop.fab("setup", "--reinstalled", "rental1", "--tail", "0", timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
     # Ray gone on node 1: the head's ray-cluster check fails (the query bootstrap waits with, without waiting).
     stopped = node_sh(sb, 1, "/workspace/workspace/venv/bin/ray stop --force")
     assert stopped.returncode == 0, stopped.stderr
