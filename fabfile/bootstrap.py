@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from invoke import Collection, task
 from .config import STEP_NAMES
 from .connections import NodeError
 from .inventory import BadInput
+from .localfiles import read_text, write_atomic
 from .raycluster import check_ray
 from .render import command, quote, render, shell_args
 from .session import Outcome, session_of
@@ -59,7 +61,7 @@ def secret_value(name, opts):
     return os.environ.get(name) or None
 
 
-def staged_files(opts, key_path):
+def staged_files(opts, key_path, nodes):
     """{name: bytes} sent to every node's staging directory, and missing secret names."""
     files, missing = {}, []
     env_lines = []
@@ -85,18 +87,44 @@ def staged_files(opts, key_path):
     age = Path(opts["dotfiles"]["age_key"]).expanduser()
     if opts["dotfiles"]["repo"] and age.is_file():
         files["age_key"] = age.read_text()
-    files["cluster_key"] = key_path.read_text()
-    files["cluster_key.pub"] = Path(f"{key_path}.pub").read_text()
+    if key_path is None:  # --dry-run before the cluster has a key: its size, not a key
+        files["cluster_key"] = files["cluster_key.pub"] = files["cluster_key.authorized"] = "(made at the first run)"
+    else:
+        pub = Path(f"{key_path}.pub").read_text().strip()
+        files["cluster_key"] = key_path.read_text()
+        files["cluster_key.pub"] = pub + "\n"
+        files["cluster_key.authorized"] = f'from="{",".join(n.private for n in nodes)}" {pub}\n'
     return {k: v.encode() for k, v in files.items()}, missing
 
 
-def cluster_key(state_path):
-    """The cluster's own key pair (never the laptop's key), made once per cluster."""
+def cluster_signature(nodes):
+    """Which machines a cluster is: a new -H cluster gets a new key."""
+    return "".join(f"{n.public} {n.port} {n.private}\n" for n in nodes)
+
+
+def cluster_key(state_path, nodes, create=True):
+    """The cluster's own key pair (never the laptop's key), fresh for each cluster.
+
+    Kept beside the remembered cluster with the list of machines it is for;
+    another list (a new cluster) makes a new pair and forgets the old one,
+    whose line leaves each node's authorized_keys when it joins the new
+    cluster. Without ``create``: None where a new pair would be made.
+    """
     path = Path(state_path).with_name("cluster_key")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "multinode-cluster", "-f", str(path)],
-                       check=True)
+    owner = path.with_name("cluster_key.cluster")
+    if path.exists() and Path(f"{path}.pub").exists() and read_text(owner) == cluster_signature(nodes):
+        return path
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        new = Path(tmp, "key")
+        comment = f"multinode-cluster {time.strftime('%Y-%m-%d')} {secrets.token_hex(3)}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(new)],
+                       check=True, stdin=subprocess.DEVNULL)
+        os.replace(new, path)
+        os.replace(f"{new}.pub", f"{path}.pub")
+    write_atomic(owner, cluster_signature(nodes), mode=0o600, backup=False)
     return path
 
 
@@ -179,8 +207,10 @@ def bootstrap(c, dry_run=False, tail=None):
     except ValueError:
         raise BadInput(f"bad --tail {tail!r}: expected a number of lines").exit() from None
     nodes = session.nodes
-    key_path = cluster_key(session.settings.state)
-    files, missing = staged_files(opts, key_path)
+    if dry_run:
+        session.remember = False  # a dry run writes nothing: not the cluster, not its key
+    key_path = cluster_key(session.settings.state, nodes, create=not dry_run)
+    files, missing = staged_files(opts, key_path, nodes)
     if not dry_run:
         # Log in everywhere first: the head then checks only the workers taking part.
         session.each("bootstrap", lambda node, cxn: Outcome("ok"), quiet=True)

@@ -52,6 +52,7 @@ class Session:
         self.remembered = []
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
         self.interrupted = False
+        self.remember = True  # False: this run writes nothing on the laptop (a dry run)
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -199,7 +200,8 @@ class Session:
         self.close()
         if self.nodes is None:
             return
-        save_state(self.settings.state, self.nodes)
+        if self.remember:
+            save_state(self.settings.state, self.nodes)
         self.report.summary(self.nodes, self.failed)
         if self.failed:
             raise Exit(code=1)

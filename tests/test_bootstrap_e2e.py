@@ -12,7 +12,7 @@ from tests.test_hostkeys_users_e2e import accepted, rows
 
 MANAGED = [
     "~/.env", "~/.netrc", "~/.cache/huggingface/token", "~/key.txt", "~/.config/chezmoi/chezmoi.toml",
-    "~/.secret", "~/.bash_aliases", "~/.ssh/id_ed25519", "~/.ssh/id_ed25519.pub", "~/.ssh/authorized_keys",
+    "~/.secret", "~/.bash_aliases", "~/.ssh/multinode_cluster", "~/.ssh/multinode_cluster.pub", "~/.ssh/authorized_keys",
     "~/.gitconfig", "~/.bashrc", "~/.profile", "~/.tmux.conf", "~/.ssh/config", "~/.dotfiles-onchange.log",
     "~/.config/multinode/nccl.env", "/etc/hosts", "/etc/group", "/etc/nccl.conf", "/etc/environment", "/etc/gitconfig",
 ]
@@ -41,7 +41,7 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
         check = node_sh(sb, nid, (
             "set -e; cd /workspace/workspace; git rev-parse --abbrev-ref HEAD;"
             " venv/bin/python -c 'import six; print(six.__version__)';"
-            " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/id_ed25519 ~/.cache/multinode;"
+            " stat -c '%a' ~/.env ~/.netrc ~/.cache/huggingface/token ~/key.txt ~/.ssh/multinode_cluster ~/.cache/multinode;"
             " cat ~/.env ~/.netrc ~/.cache/huggingface/token ~/.secret;"
             " git config --system user.email; git config user.email; id -nG;"
             " test -z \"$(ls -A ~/.cache/multinode/stage)\" && echo unstaged"))
@@ -56,9 +56,11 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
         assert "ada@example.invalid\ndotfiles@example.invalid\n" in out
         assert "docker" in out.split("dotfiles@example.invalid\n")[1]
         assert out.endswith("unstaged\n")
-        keys = node_sh(sb, nid, "cat ~/.ssh/id_ed25519.pub ~/.ssh/authorized_keys").stdout
-        assert keys.startswith(cluster_pub) and cluster_pub.strip() in keys.splitlines()[1:]
-        assert laptop_pub.split()[1] not in node_sh(sb, nid, "cat ~/.ssh/id_ed25519").stdout
+        keys = node_sh(sb, nid, "cat ~/.ssh/multinode_cluster.pub ~/.ssh/authorized_keys").stdout
+        # Authorized from the cluster's private addresses only.
+        assert keys.startswith(cluster_pub)
+        assert f'from="198.19.0.10,198.19.0.11,198.19.0.12" {cluster_pub}' in keys
+        assert laptop_pub.split()[1] not in node_sh(sb, nid, "cat ~/.ssh/multinode_cluster").stdout
         hosts = sb.exec(nid, "cat", "/etc/hosts").stdout
         assert "127.0.1.1" not in hosts
         for other in sb.nodes:
@@ -71,7 +73,8 @@ def test_bootstrap_sets_up_every_node_and_is_idempotent(configured, healthy):
         for text, where in ((remote_log, "onstart.log"), (local_log, "local log"), (script, "node.sh")):
             no_secret_in(text, where)
     # The cluster key works between nodes.
-    hop = node_sh(sb, 0, f"ssh -o StrictHostKeyChecking=no -o BatchMode=yes {USERS[1]}@{sb.nodes[1]['private']} hostname")
+    hop = node_sh(sb, 0, "ssh -i ~/.ssh/multinode_cluster -o StrictHostKeyChecking=no -o BatchMode=yes "
+                         f"{USERS[1]}@{sb.nodes[1]['private']} hostname")
     assert hop.stdout == "node1\n", hop.stderr
 
     before = [checksums(sb, n) for n in range(3)]
@@ -110,6 +113,8 @@ def test_dry_run_connects_to_nothing(configured, sandbox):
     no_secret_in(r.stdout + r.stderr, "--dry-run output")
     assert [sandbox.sshd_log(n) for n in range(3)] == logs and [accepted(sandbox, n) for n in range(3)] == before
     assert not (laptop.home / "logs").exists()
+    assert not (laptop.home / ".config/multinode").exists()  # no cluster remembered, no key made
+    assert "cluster_key (22 bytes)" in r.stdout  # "(made at the first run)"
 
 
 def test_a_hanging_node_script_is_stopped_at_the_timeout(configured, healthy):
@@ -286,3 +291,41 @@ def test_dotfiles_with_their_own_config_template(configured, healthy):
                 "but multinode.dotfiles.repo is git://198.18.0.2/dotfiles.git") in log.read_text()
     finally:  # the other tests' dotfiles come back on their next run
         node_sh(sb, 2, "rm -rf ~/.local/share/chezmoi ~/.config/chezmoi ~/.gitconfig")
+
+
+def test_each_cluster_has_its_own_key_authorized_from_its_nodes_only(configured, healthy):
+    import json
+
+    laptop, sb = configured, healthy
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(repo={"url": ""}, dotfiles={"repo": ""}, tools=[], ray={"enabled": False})
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    n = sb.nodes
+    key = laptop.home / ".config/multinode/cluster_key.pub"
+    first = f"{n[0]['public']}:{n[0]['private']},{n[1]['public']}:{n[1]['private']}"
+    assert laptop.fab("-H", first, "hostkeys", "detect-user", "bootstrap", timeout=300).returncode == 0
+    key_a = key.read_text()
+    assert laptop.fab("-H", first, "bootstrap", timeout=300).returncode == 0
+    assert key.read_text() == key_a  # the same cluster keeps its key
+    hop = "ssh -i ~/.ssh/multinode_cluster -o StrictHostKeyChecking=no -o BatchMode=yes {}@{} hostname"
+    assert node_sh(sb, 0, hop.format(USERS[1], n[1]["private"])).stdout == "node1\n"
+
+    # A new cluster (nodes 1 and 2): a new key; node 1 no longer lets the first cluster's key in.
+    second = f"{n[1]['public']}:{n[1]['private']},{n[2]['public']}:{n[2]['private']}"
+    r = laptop.fab("-H", second, "hostkeys", "detect-user", "bootstrap", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    key_b = key.read_text()
+    assert key_b != key_a
+    assert node_sh(sb, 0, hop.format(USERS[1], n[1]["private"])).returncode != 0  # node0 holds key A
+    assert key_a.split()[1] not in node_sh(sb, 1, "cat ~/.ssh/authorized_keys").stdout
+    assert node_sh(sb, 2, hop.format(USERS[1], n[1]["private"])).stdout == "node1\n"
+    # Key B only from the cluster's private addresses: the same key from node 0 is refused.
+    import shutil
+
+    shutil.copy(f"{n[2]['root']}/home/{USERS[2]}/.ssh/multinode_cluster", f"{n[0]['root']}/tmp/stolen")
+    sb.exec(0, "chown", USERS[0], "/tmp/stolen")
+    sb.exec(0, "chmod", "600", "/tmp/stolen")
+    assert node_sh(sb, 0, "ssh-keygen -y -f /tmp/stolen").stdout.split()[1] == key_b.split()[1]
+    stolen = node_sh(sb, 0, f"ssh -i /tmp/stolen -o StrictHostKeyChecking=no -o BatchMode=yes {USERS[1]}@{n[1]['private']} true")
+    assert stolen.returncode != 0
+    node_sh(sb, 0, "rm -f /tmp/stolen")

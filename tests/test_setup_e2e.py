@@ -21,7 +21,7 @@ USERS = ["ubuntu", "user", "root"]  # node 2: a root-only container
 # What multinode manages on a node, and what the dotfiles own there: a rerun changes none of them.
 NODE_FILES = [
     "~/.env", "~/key.txt", "~/.config/chezmoi/chezmoi.toml", "~/.secret", "~/.bashrc", "~/.profile", "~/.gitconfig",
-    "~/.ssh/config", "~/.tmux.conf", "~/.dotfiles-onchange.log", "~/.ssh/id_ed25519", "~/.ssh/authorized_keys",
+    "~/.ssh/config", "~/.tmux.conf", "~/.dotfiles-onchange.log", "~/.ssh/multinode_cluster", "~/.ssh/authorized_keys",
     "~/.ssh/multinode_config", "~/.ssh/multinode_known_hosts", "~/.config/multinode/nccl.env", "/etc/hosts",
     "/etc/environment", "/etc/nccl.conf", "/etc/gitconfig", "/etc/group",
 ]
