@@ -87,9 +87,7 @@ def staged_files(opts, key_path, nodes):
     age = Path(opts["dotfiles"]["age_key"]).expanduser()
     if opts["dotfiles"]["repo"] and age.is_file():
         files["age_key"] = age.read_text()
-    if key_path is None:  # --dry-run before the cluster has a key: its size, not a key
-        files["cluster_key"] = files["cluster_key.pub"] = files["cluster_key.authorized"] = "(made at the first run)"
-    else:
+    if key_path is not None:  # None: --dry-run of a cluster that has no key yet
         pub = Path(f"{key_path}.pub").read_text().strip()
         files["cluster_key"] = key_path.read_text()
         files["cluster_key.pub"] = pub + "\n"
@@ -222,6 +220,8 @@ def bootstrap(c, dry_run=False, tail=None):
             print(scripts[node.alias])
         print(f"=== staged on every node in ~/{STAGE}/<run> (0600, removed after the run): "
               + ", ".join(f"{name} ({len(data)} bytes)" for name, data in sorted(files.items())))
+        if key_path is None:
+            print("    and the cluster's own key pair (cluster_key, .pub, .authorized), made at the first run")
         if missing:
             print("not available on this laptop, skipped: " + ", ".join(missing))
         return
