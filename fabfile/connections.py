@@ -136,23 +136,32 @@ class WaitingRemote(Remote):
 
 
 def login(node, user, settings, config):
-    """An open, authenticated Fabric Connection, host key checked strictly."""
+    """An open, authenticated Fabric Connection, host key checked strictly.
+
+    Nothing of the user's ssh config applies (``config`` carries an empty one,
+    see `isolated`): no agent forwarded to a rented node, no key but the
+    configured identity, no gateway we did not verify.
+    """
     timeout = settings.connect_timeout
+    connect_kwargs = {
+        "key_filename": [str(settings.identity)],
+        "look_for_keys": False,
+        "allow_agent": False,
+        "banner_timeout": timeout,
+        "auth_timeout": timeout,
+        "sock": tcp_connect(node, timeout),
+    }
     cxn = Connection(
         node.public,
         user=user,
         port=node.port,
         config=config,
         connect_timeout=timeout,
-        connect_kwargs={
-            "key_filename": [str(settings.identity)],
-            "look_for_keys": False,
-            "allow_agent": False,
-            "banner_timeout": timeout,
-            "auth_timeout": timeout,
-            "sock": tcp_connect(node, timeout),
-        },
+        forward_agent=False,
+        gateway=False,
+        connect_kwargs=connect_kwargs,
     )
+    cxn.connect_kwargs = connect_kwargs  # not merged with keys from any config file
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()
@@ -174,6 +183,13 @@ def login(node, user, settings, config):
         cxn.close()
         raise NodeError(str(exc) or type(exc).__name__) from None
     return cxn
+
+
+def isolated(config):
+    """``config`` with an empty ssh config: our node connections read nothing of ~/.ssh/config."""
+    config._set(base_ssh_config=paramiko.SSHConfig())
+    config.forward_agent = False
+    return config
 
 
 def describe(exc):

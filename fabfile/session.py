@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from invoke.exceptions import Exit
 
 from .config import options, settings
-from .connections import AuthFailed, NodeError, WaitingRemote, describe, login
+from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login
 from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
 from .report import Reporter
 
@@ -74,7 +74,7 @@ class Session:
             node.alias = f"{self.settings.alias_prefix}{node.nid}"
         # Set here, once, before any thread: Invoke's config is not safe to change concurrently.
         config.runners.remote = WaitingRemote
-        self.config = config
+        self.config = isolated(config)
         self.locks = {n.alias: threading.Lock() for n in nodes}
         self.report = Reporter(nodes)
         self.nodes = nodes

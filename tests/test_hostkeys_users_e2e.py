@@ -227,3 +227,33 @@ def test_multinode_command_works_outside_the_project(laptop, healthy):
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(rows(r.stdout, "detect-user")) == 3 and "all 3 node(s) ok" in r.stdout
     assert laptop.run(multinode, "--list", cwd="/").stdout.count("sandbox.") == 4
+
+
+def test_the_users_ssh_config_changes_nothing_about_our_connections(laptop, healthy):
+    """A Host * with ForwardAgent, IdentityFile and ProxyJump: no agent reaches a node, no gateway is used."""
+    import subprocess
+
+    sb = healthy
+    ssh = laptop.home / ".ssh"
+    (ssh / "config").write_text("Host *\n    ForwardAgent yes\n    IdentityFile ~/.ssh/nonexistent_key\n"
+                                "    ProxyJump 198.18.0.99\n")
+    sock = laptop.home / "agent.sock"
+    agent = subprocess.Popen(sb.laptop_cmd("ssh-agent", "-D", "-a", str(sock)), stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            __import__("time").sleep(0.1)
+        laptop.env["SSH_AUTH_SOCK"] = str(sock)
+        assert laptop.run("ssh-add", str(ssh / "id_ed25519")).returncode == 0
+        laptop.configure(repo={"url": ""}, dotfiles={"repo": ""}, ray={"enabled": False}, log_dir=str(laptop.home / "logs"),
+                         installers=sb.forge.config()["installers"],
+                         tools=[{"name": "agentprobe", "check": "test -f ~/agent.txt",
+                                 "install": "echo ${SSH_AUTH_SOCK:-none} >~/agent.txt"}])
+        node = sb.nodes[1]
+        r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert sb.exec(1, "cat", f"/home/{USERS[1]}/agent.txt").stdout == "none\n"  # no agent forwarded
+    finally:
+        agent.kill()
+        sb.exec(1, "rm", "-f", f"/home/{USERS[1]}/agent.txt")
