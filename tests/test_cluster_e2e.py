@@ -62,9 +62,15 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     # head-ssh: workers by alias over the private network, strict host keys.
     for nid in (1, 2):
         assert rows(r.stdout, "head-ssh")[f"rental{nid}"] == ("ok", f"rental0 -> worker{nid} (198.19.0.1{nid}): node{nid}")
-    hop = node_sh(sb, 0, "ssh -v -o StrictHostKeyChecking=yes -o BatchMode=yes worker2 hostname")
+    hop = node_sh(sb, 0, "ssh -F ~/.ssh/multinode_config -v worker2 hostname")
     assert hop.stdout == "node2\n", hop.stderr
     assert "kex: algorithm: curve25519-sha256\n" in hop.stderr  # head_ssh.kex_algorithms, not sntrup761
+    # The head's own ~/.ssh/config (the dotfiles') says `Host *: StrictHostKeyChecking no,
+    # UserKnownHostsFile /dev/null`; the worker aliases we use stay strict all the same.
+    assert "StrictHostKeyChecking no" in node_sh(sb, 0, "cat ~/.ssh/config").stdout
+    alias = node_sh(sb, 0, "ssh -F ~/.ssh/multinode_config -G worker1").stdout.splitlines()
+    assert "stricthostkeychecking true" in alias and "batchmode yes" in alias and "forwardagent no" in alias
+    assert "userknownhostsfile /home/ubuntu/.ssh/multinode_known_hosts" in alias and "hostname 198.19.0.11" in alias
 
     # A second bootstrap leaves the running, joined Ray alone.
     before = [ray_pids(sb, n) for n in range(3)]
@@ -103,7 +109,7 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
         status, detail = rows(swapped.stdout, "head-ssh")[f"rental{nid}"]
         assert status == "FAILED" and detail.startswith(f"rental0 -> worker{nid} ({private}): that address offers "
                                                         f"another host key than the one verified for 198.18.0.1{nid}")
-    assert node_sh(sb, 0, "ssh -o BatchMode=yes worker1 hostname").returncode != 0
+    assert node_sh(sb, 0, "ssh -F ~/.ssh/multinode_config worker1 hostname").returncode != 0
     # The users of that new -H were not known yet: head-ssh logged in to find them.
     config = node_sh(sb, 0, "cat ~/.ssh/multinode_config").stdout
     assert "Host worker1\n    HostName 198.19.0.12\n    User user\n" in config and "User None" not in config

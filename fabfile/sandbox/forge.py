@@ -127,7 +127,9 @@ DOTFILES = {
     ),
     "dot_bash_aliases": "alias ll='ls -l'\n",
     "dot_gitconfig": "[user]\n    name = Dotfiles Person\n    email = dotfiles@example.invalid\n[pull]\n    ff = only\n",
-    "private_dot_ssh/config": "Host *\n    ServerAliveInterval 60\n    AddKeysToAgent yes\n",
+    # A careless but common Host *: our own connections must stay strict all the same.
+    "private_dot_ssh/config": ("Host *\n    ServerAliveInterval 60\n    AddKeysToAgent yes\n"
+                               "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"),
     "dot_tmux.conf": "set -g history-limit 50000\nset -g mouse on\n",
     "run_onchange_after_hello.sh": "#!/bin/sh\ndate +%s%N >>\"$HOME/.dotfiles-onchange.log\"\n",
 }
