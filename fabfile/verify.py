@@ -19,6 +19,15 @@ from .render import command, render
 from .session import Outcome, session_of
 
 CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
+# The checks a rendered checklist holds: each `t NAME`, `na NAME`, `res NAME ok|fail` in it.
+EXPECTED_RE = re.compile(r"(?:^|[\s;])(?:t|na|res) ([A-Za-z][\w:.@+-]*|'[^']*')(?=\s)", re.M)
+
+
+def expected_checks(script):
+    """The names of the checks ``script`` reports, in order."""
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    names = [m.group(1).strip("'") for m in EXPECTED_RE.finditer(code)]
+    return list(dict.fromkeys(n for n in names if n not in ("ok", "fail", "na")))
 MARK = {"ok": "✓", "fail": "✗", "na": "–"}
 
 
@@ -53,9 +62,19 @@ def run_checks(session, opts, quiet=False):
 
     def check(node, cxn):
         script = verify_script(node, session.nodes, opts, available, failed=set(session.failed))
-        out = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
-                      timeout=opts["check_timeout"]).stdout
-        results[node.alias] = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        result = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
+                         timeout=opts["check_timeout"])
+        out = result.stdout
+        checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        # A node passes only when its checklist ran to its end and every check it holds reported.
+        ended = "CHECKLIST END" in out.splitlines() and result.exited == 0
+        why = "" if ended else f"the checklist stopped early (exit {result.exited})"
+        for name in expected_checks(script):
+            if name not in checks:
+                checks[name] = ("fail", f"no result: {why or 'it did not report'}")
+        if not ended:
+            checks["checklist"] = ("fail", f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
+        results[node.alias] = checks
         for line in out.splitlines():
             key, _, value = line.partition(" ")
             if key in ("IFACE", "RAY_ENV"):

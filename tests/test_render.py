@@ -148,3 +148,17 @@ def test_the_node_script_never_writes_a_users_shell_file():
         assert all("/dev/null" in ln for ln in writes), writes
     assert "git config --global" not in script
     assert script.count("sudo") == render("lib.sh.j2").count("sudo")  # root work through as_root alone
+
+
+def test_verify_knows_every_check_its_checklist_holds():
+    from fabfile.verify import expected_checks, verify_script
+
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    o = opts(git={"name": "a", "email": "a@b.example"}, dotfiles={"repo": "git://h/d.git"},
+             tools=[{"name": "nvtop", "check": "command -v nvtop", "install": "true"}])
+    available = {"secrets_env": ["A_KEY"], "wandb": True, "huggingface": False}
+    head = expected_checks(verify_script(nodes[0], nodes, o, available))
+    assert head == ["workspace", "repo", "venv-python", "uv", "env-file", "env:A_KEY", "wandb-netrc", "hf-token",
+                    "chezmoi", "age", "age-key", "chezmoi-toml", "age-recipient", "decrypt", "dotfiles", "ssh-key",
+                    "ssh-config", "git-email", "docker", "docker-group", "etc-hosts", "nccl", "nccl-tmux",
+                    "tmux-exec", "tmux-ray", "ray-cluster", "tool:nvtop"]

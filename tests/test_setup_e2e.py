@@ -200,3 +200,23 @@ def test_verify_reaches_each_node_once(configured, healthy):
     before = [accepted(sb, n) for n in range(3)]
     laptop.fab("verify")
     assert [accepted(sb, n) - before[n] for n in range(3)] == [1, 1, 1]
+
+
+def test_a_checklist_killed_midway_fails_verify(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600).returncode == 0
+    # On node 1, the checklist's `git` kills the checklist itself (as an OOM kill or a crash would).
+    node_sh(sb, 1, "mkdir -p ~/.local/bin && printf '#!/bin/sh\\nkill -9 $PPID\\n' >~/.local/bin/git && chmod +x ~/.local/bin/git")
+    try:
+        r = laptop.fab("verify", "--json")
+    finally:
+        node_sh(sb, 1, "rm -f ~/.local/bin/git")
+    assert r.returncode == 1, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    checks = data["nodes"]["rental1"]["checks"]
+    assert checks["checklist"]["status"] == "fail" and "the checklist stopped early (exit " in checks["checklist"]["reason"]
+    assert checks["workspace"]["status"] == "ok"  # what ran before
+    assert checks["tmux-exec"]["status"] == "fail"
+    assert checks["tmux-exec"]["reason"].startswith("no result: the checklist stopped early (exit ")
+    assert data["nodes"]["rental1"]["failed"] is not None and data["nodes"]["rental0"]["failed"] is None
+    assert data["ok"] is False
