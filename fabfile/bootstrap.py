@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from .config import STEP_NAMES
+from .schema import STEP_NAMES
 from .connections import NodeError
 from .inventory import BadInput
 from .localfiles import read_text, write_atomic

@@ -4,19 +4,12 @@ Override in ``~/.fabric.yaml``, ``/etc/fabric.yaml`` or a project
 ``fabric.yaml`` (``multinode: {users: [ubuntu, root]}``); CLI flags win.
 """
 
-import posixpath
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
+from . import schema
 from .inventory import USER_RE, BadInput, state_path
 
-# Directories a workspace must never be (bootstrap would own files in them).
-SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
-               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/tmp"}
-STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
-              "tools", "tmux", "ray")
-KEX_RE = re.compile(r"^([a-z0-9][a-z0-9@.+-]*(,[a-z0-9][a-z0-9@.+-]*)*)?$")
 
 DEFAULTS = {
     # Login users tried in order by detect-user (an explicit USER@ wins); root last:
@@ -106,28 +99,40 @@ def split_users(value, key="users"):
     if not users:
         raise BadInput(f"bad multinode.{key}: no login user to try")
     for user in users:
-        if not USER_RE.match(user):
+        if not USER_RE.fullmatch(user):
             raise BadInput(f"bad user name {user!r} in multinode.{key}")
     return users
 
 
+def plain(value):
+    """Invoke's config values as plain dicts and lists."""
+    if hasattr(value, "items"):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def checked(config):
+    """The whole ``multinode`` key, checked against the schema (`BadInput` on the first problem)."""
+    raw = plain(config.get("multinode", {}) or {})
+    schema.check(raw)
+    return raw
+
+
 def settings(config):
     """The validated ``multinode`` settings of an Invoke/Fabric config."""
-    raw = dict(DEFAULTS)
-    raw.update(config.get("multinode", {}) or {})
+    raw = {**DEFAULTS, **checked(config)}
     connect = config.get("connect_kwargs", {}) or {}
     identity = connect.get("key_filename") or raw["identity"]  # fab -i wins
     if isinstance(identity, (list, tuple)):
         identity = identity[0]
     timeout = connect.get("timeout") or raw["connect_timeout"]  # fab -t wins
-    prefix = str(raw["alias_prefix"])
-    if not USER_RE.match(prefix) or prefix[-1].isdigit():
-        raise BadInput(f"bad multinode.alias_prefix {prefix!r}: letters, digits, - and _, not ending in a digit")
     return SimpleNamespace(
         users=split_users(raw["users"]),
         identity=Path(str(identity)).expanduser(),
-        alias_prefix=prefix,
-        workers=_positive_int(raw["workers"], "workers"),
+        alias_prefix=raw["alias_prefix"],
+        workers=raw["workers"],
         connect_timeout=_positive_int(timeout, "connect_timeout"),
         known_hosts=Path(str(raw["known_hosts"])).expanduser(),
         ssh_config=Path(str(raw["ssh_config"])).expanduser(),
@@ -137,36 +142,9 @@ def settings(config):
 
 def options(config):
     """The node tasks' part of the ``multinode`` config, as plain dicts, checked."""
-
-    def plain(value):
-        if hasattr(value, "items"):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    raw = plain(config.get("multinode", {}))
+    raw = checked(config)
     opts = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
     for key, value in DEFAULTS.items():
         if isinstance(value, dict):
             opts[key] = {**value, **(raw.get(key) or {})}
-    for tool in opts["tools"]:
-        if not isinstance(tool, dict) or set(tool) != {"name", "check", "install"}:
-            raise BadInput(f"bad multinode.tools entry {tool!r}: expected name, check and install")
-    kex = opts["head_ssh"]["kex_algorithms"]
-    if not isinstance(kex, str) or not KEX_RE.match(kex):
-        raise BadInput(f"bad multinode.head_ssh.kex_algorithms {kex!r}: expected names separated by commas, or empty")
-    workspace = str(opts["workspace"])
-    if not workspace.startswith("/"):
-        raise BadInput(f"bad multinode.workspace {workspace!r}: expected an absolute path")
-    if posixpath.normpath(workspace) in SYSTEM_DIRS or posixpath.normpath(workspace) == "//":
-        raise BadInput(f"bad multinode.workspace {workspace!r}: a system directory; use a directory of its own "
-                       "such as /workspace")
-    opts["step_timeout"] = _positive_int(opts["step_timeout"], "step_timeout")
-    if not isinstance(opts["step_timeouts"], dict):
-        raise BadInput(f"bad multinode.step_timeouts {opts['step_timeouts']!r}: expected {{step: seconds}}")
-    for step, seconds in opts["step_timeouts"].items():
-        if step not in STEP_NAMES:
-            raise BadInput(f"bad multinode.step_timeouts key {step!r}: steps are {', '.join(STEP_NAMES)}")
-        opts["step_timeouts"][step] = _positive_int(seconds, f"step_timeouts.{step}")
     return opts

@@ -1,7 +1,8 @@
 """The cluster's nodes: parse, validate and remember them.
 
-A node is written ``[USER@]PUBLIC[:PORT]:PRIVATE``; an IPv6 address goes in
-brackets: ``[2001:db8::5]:2222:[fd00::5]``.
+A node is written ``[USER@]PUBLIC[:PORT]:PRIVATE``; an IPv6 public address
+goes in brackets: ``[2001:db8::5]:2222:10.0.0.5`` (private networks: IPv4).
+Unspecified, loopback, multicast and broadcast addresses are refused.
 ``-H`` takes a comma-separated list of nodes, ``@FILE`` for a file, or ``-``
 for standard input; a file holds one node per line, either in that form or
 as the two columns a provider's page shows (``PUBLIC[:PORT]  PRIVATE``).
@@ -59,9 +60,18 @@ def _ip(value, what, spec):
         if ":" not in value:
             raise BadInput(f"bad {what} address {value!r} in {spec!r}: brackets are for IPv6 only")
     try:
-        return str(ipaddress.ip_address(value))
+        ip = ipaddress.ip_address(value)
     except ValueError:
         raise BadInput(f"bad {what} address {value!r} in {spec!r}") from None
+    kind = ("unspecified" if ip.is_unspecified else "loopback" if ip.is_loopback else "multicast" if ip.is_multicast
+            else "broadcast" if ip == ipaddress.ip_address("255.255.255.255") else None)
+    if kind:
+        raise BadInput(f"bad {what} address {value!r} in {spec!r}: {kind}, not a machine's")
+    if what == "private" and ip.version == 6:
+        # The node script finds the NCCL/Gloo interface, /etc/hosts and Ray by IPv4.
+        raise BadInput(f"bad private address {value!r} in {spec!r}: IPv6 private networks are not supported; "
+                       "give the node's private IPv4 address")
+    return str(ip)
 
 
 def _split_colons(text):
@@ -101,7 +111,7 @@ def parse_node(spec, nid=0, prefix="rental"):
     rest = spec
     if "@" in spec:
         user, _, rest = spec.rpartition("@")
-        if not USER_RE.match(user):
+        if not USER_RE.fullmatch(user):
             raise BadInput(f"bad user name {user!r} in {spec!r}")
     if "[" not in rest and rest.count(":") > 2:
         raise BadInput(f"bad node {spec!r}: put an IPv6 address in brackets, e.g. [2001:db8::1]:PRIVATE")
@@ -182,7 +192,19 @@ def load_state(path):
         return None
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
-    return [Node(**node) for node in data["nodes"]]
+    try:
+        nodes = [Node(**node) for node in data["nodes"]]
+        for node in nodes:  # checked as -H checks it: the file may have been edited or damaged
+            user = f"{node.user}@" if node.user else ""
+            pub = f"[{node.public}]" if ":" in node.public else node.public
+            priv = f"[{node.private}]" if ":" in node.private else node.private
+            again = parse_node(f"{user}{pub}:{node.port}:{priv}", node.nid, "x")
+            if (again.public, again.private, again.port) != (node.public, node.private, node.port):
+                raise ValueError(f"node {node.nid} is not in canonical form")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {reason} (pass -H to give the cluster again)") from None
+    return nodes
 
 
 def save_state(path, nodes):

@@ -22,8 +22,8 @@ def test_user_and_port():
 
 
 def test_ipv6_public_in_brackets():
-    node = parse_node("[2001:db8::5]:2222:[fd00::5]")
-    assert (node.public, node.port, node.private) == ("2001:db8::5", 2222, "fd00::5")
+    node = parse_node("[2001:db8::5]:2222:198.19.0.5")
+    assert (node.public, node.port, node.private) == ("2001:db8::5", 2222, "198.19.0.5")
     assert node.address == "[2001:db8::5]:2222"
     assert parse_node("[2001:DB8::5]:10.1.2.3").address == "2001:db8::5"
 
@@ -75,6 +75,14 @@ BAD = [
     ("2001:db8::5:198.19.0.10", "brackets", ""),
     ("[198.18.0.10]:198.19.0.10", "'198.18.0.10'", "IPv6 only"),
     ("1.2.3.4:2:3:4", "'1.2.3.4:2:3:4'", ""),
+    ("0.0.0.0:198.19.0.10", "'0.0.0.0'", "unspecified"),
+    ("127.0.0.1:198.19.0.10", "'127.0.0.1'", "loopback"),
+    ("198.18.0.10:127.0.1.1", "'127.0.1.1'", "loopback"),
+    ("224.0.0.1:198.19.0.10", "'224.0.0.1'", "multicast"),
+    ("255.255.255.255:198.19.0.10", "'255.255.255.255'", "broadcast"),
+    ("[::1]:198.19.0.10", "'::1'", "loopback"),
+    ("[::]:198.19.0.10", "'::'", "unspecified"),
+    ("[2001:db8::5]:[fd00::5]", "'fd00::5'", "IPv6 private networks are not supported"),
 ]
 
 

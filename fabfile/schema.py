@@ -1,0 +1,197 @@
+"""The ``multinode`` config key's schema: every key known, every value checked.
+
+Checked before anything connects or is written: each problem is one line
+naming the key and what is wanted (a typo also names the nearest valid key),
+and the run exits 2. Written here rather than with a validation library:
+the schema is small, mirrors `config.DEFAULTS` key for key, and its errors
+must read as this project's others do (one line, the value quoted) where
+jsonschema's name JSON paths and span lines.
+"""
+
+import difflib
+import posixpath
+import re
+
+from .inventory import USER_RE, BadInput
+
+# Whole values only (fullmatch): "gpu\n" is not a name.
+ALIAS_RE = re.compile(r"[a-z_](?:[a-z0-9_-]{0,30}[a-z_-])?")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TOOL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+REPO_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+KEX_RE = re.compile(r"([a-z0-9][a-z0-9@.+-]*(,[a-z0-9][a-z0-9@.+-]*)*)?")
+# A git branch: no option look-alike, no ref syntax git refuses (git check-ref-format).
+BRANCH_RE = re.compile(r"(?!-)(?!.*(\.\.|@\{|//|/\.|\.lock$))[A-Za-z0-9_./+-]+(?<![./])")
+# Directories a workspace must never be (bootstrap would own files in them).
+SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/tmp"}
+STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
+              "tools", "tmux", "ray")
+
+
+class Problem(Exception):
+    """What is wrong with one value (the key is added by `check`)."""
+
+
+def text(value):
+    if not isinstance(value, str):
+        raise Problem("expected text")
+    return value
+
+
+def line(value):
+    if "\n" in text(value) or "\r" in value:
+        raise Problem("expected one line of text")
+    return value
+
+
+def not_option(value):
+    """One line that no command can read as an option."""
+    if line(value).startswith("-"):
+        raise Problem("must not start with '-'")
+    return value
+
+
+def boolean(value):
+    if not isinstance(value, bool):
+        raise Problem("expected true or false (not a string)")
+    return value
+
+
+def integer(low, high):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise Problem(f"expected a whole number from {low} to {high}")
+        return value
+    return check
+
+
+def pattern(regex, what, empty=False):
+    def check(value):
+        if not (empty and value == "") and not (isinstance(value, str) and regex.fullmatch(value)):
+            raise Problem(f"expected {what}")
+        return value
+    return check
+
+
+def list_of(item, nonempty=False):
+    def check(value):
+        if not isinstance(value, list):
+            raise Problem("expected a list")
+        if nonempty and not value:
+            raise Problem("expected at least one entry")
+        for v in value:
+            try:
+                item(v)
+            except Problem as exc:
+                raise Problem(f"{v!r}: {exc}") from None
+        return value
+    return check
+
+
+def dict_of(key, item):
+    def check(value):
+        if not isinstance(value, dict):
+            raise Problem("expected a mapping")
+        for k, v in value.items():
+            try:
+                key(k)
+                item(v)
+            except Problem as exc:
+                raise Problem(f"{k!r}: {exc}") from None
+        return value
+    return check
+
+
+def record(fields):
+    """A mapping with exactly ``fields`` ({name: validator})."""
+    def check(value):
+        if not isinstance(value, dict) or set(value) != set(fields):
+            raise Problem(f"expected exactly {', '.join(fields)}")
+        for name, field in fields.items():
+            try:
+                field(value[name])
+            except Problem as exc:
+                raise Problem(f"{name}: {exc}") from None
+        return value
+    return check
+
+
+def workspace(value):
+    if not line(value).startswith("/"):
+        raise Problem("expected an absolute path")
+    if posixpath.normpath(value) in SYSTEM_DIRS or posixpath.normpath(value) == "//":
+        raise Problem("a system directory; use a directory of its own such as /workspace")
+    return value
+
+
+def absolute(value):
+    if not line(value).startswith("/"):
+        raise Problem("expected an absolute path")
+    return value
+
+
+def step_name(value):
+    if value not in STEP_NAMES:
+        raise Problem(f"not a step; steps are {', '.join(STEP_NAMES)}")
+    return value
+
+
+PORT = integer(1, 65535)
+SECONDS = integer(1, 7 * 24 * 3600)
+URL = not_option
+ENV_NAME = pattern(ENV_NAME_RE, "an environment variable name (letters, digits, _)")
+TOOL = record({"name": pattern(TOOL_NAME_RE, "a tool name (letters, digits, . _ + -)"), "check": line, "install": text})
+
+SCHEMA = {
+    "users": list_of(pattern(USER_RE, "login user names (lowercase letters, digits, _ and -)"), nonempty=True),
+    "identity": line,
+    "alias_prefix": pattern(ALIAS_RE, "lowercase letters, digits, - and _, not ending in a digit"),
+    "workers": integer(1, 1024),
+    "connect_timeout": integer(1, 600),
+    "known_hosts": line,
+    "ssh_config": line,
+    "state": line,
+    "workspace": workspace,
+    "repo": {"url": URL, "branch": pattern(BRANCH_RE, "a git branch name"),
+             "name": pattern(REPO_NAME_RE, "a directory name (letters, digits, . _ -)", empty=True)},
+    "python": {"version": not_option, "index_url": URL, "find_links": URL, "no_index": boolean, "downloads": boolean},
+    "secrets": {"env": list_of(ENV_NAME), "files": dict_of(ENV_NAME, line),
+                "wandb": pattern(ENV_NAME_RE, "an environment variable name, or empty", empty=True),
+                "huggingface": pattern(ENV_NAME_RE, "an environment variable name, or empty", empty=True)},
+    "dotfiles": {"repo": URL, "age_key": line, "overwrite": boolean},
+    "git": {"name": line, "email": line},
+    "installers": {"uv": text, "chezmoi": text, "age": text, "docker": text},
+    "docker": {"required": boolean},
+    "tools": list_of(TOOL),
+    "network": {"check_port": PORT, "timeout": integer(1, 600)},
+    "nccl": {"sysfs_root": absolute},
+    "ray": {"enabled": boolean, "port": PORT, "start_flags": line, "head_flags": line, "wait": integer(1, 3600)},
+    "head_ssh": {"kex_algorithms": pattern(KEX_RE, "key exchange names separated by commas, or empty", empty=True)},
+    "notify": {"urls": list_of(line), "desktop": boolean},
+    "script_timeout": SECONDS,
+    "check_timeout": SECONDS,
+    "step_timeout": SECONDS,
+    "step_timeouts": dict_of(step_name, SECONDS),
+    "log_dir": line,
+    "tail": integer(0, 1_000_000),
+}
+
+
+def check(value, schema=SCHEMA, path="multinode"):
+    """``value`` checked against ``schema``; the first problem is a `BadInput` naming its key."""
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise BadInput(f"bad {path} {value!r}: expected a mapping")
+        for key in value:
+            if key not in schema:
+                near = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+                hint = f" (did you mean {path}.{near[0]}?)" if near else f" (known: {', '.join(schema)})"
+                raise BadInput(f"unknown key {path}.{key}{hint}")
+        return {key: check(value[key], sub, f"{path}.{key}") for key, sub in schema.items() if key in value}
+    try:
+        return schema(value)
+    except Problem as exc:
+        raise BadInput(f"bad {path} {value!r}: {exc}") from None
+    except BadInput as exc:
+        raise BadInput(f"bad {path}: {exc}") from None

@@ -1,0 +1,80 @@
+"""The config schema through the real CLI: each bad value is one line, exit 2, nothing written."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import FAB, ROOT
+
+HOSTS = "198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11"
+
+BAD_CONFIG = [
+    ({"worksapce": "/data"}, "unknown key multinode.worksapce (did you mean multinode.workspace?)"),
+    ({"repo": {"ulr": "git://h/r.git"}}, "unknown key multinode.repo.ulr (did you mean multinode.repo.url?)"),
+    ({"tools": None}, "bad multinode.tools None: expected a list"),
+    ({"tools": [{"name": "a b", "check": "true", "install": "true"}]}, "a tool name"),
+    ({"tools": [{"name": "x", "check": "true"}]}, "expected exactly name, check, install"),
+    ({"secrets": {"env": "OPENAI_API_KEY"}}, "bad multinode.secrets.env 'OPENAI_API_KEY': expected a list"),
+    ({"secrets": {"env": ["OPENAI-KEY"]}}, "'OPENAI-KEY': expected an environment variable name"),
+    ({"secrets": {"env": ["X=1; rm -rf ~"]}}, "expected an environment variable name"),
+    ({"script_timeout": "1h"}, "bad multinode.script_timeout '1h': expected a whole number"),
+    ({"script_timeout": 0}, "bad multinode.script_timeout 0: expected a whole number"),
+    ({"ray": {"port": "abc"}}, "bad multinode.ray.port 'abc': expected a whole number from 1 to 65535"),
+    ({"ray": {"port": 70000}}, "bad multinode.ray.port 70000"),
+    ({"ray": {"enabled": "false"}}, "bad multinode.ray.enabled 'false': expected true or false"),
+    ({"network": {"check_port": "22; reboot"}}, "bad multinode.network.check_port"),
+    ({"alias_prefix": "gpu\n"}, "bad multinode.alias_prefix 'gpu\\n'"),
+    ({"alias_prefix": "node1"}, "bad multinode.alias_prefix 'node1'"),
+    ({"repo": {"url": "git://h/r.git", "branch": "--upload-pack=touch /tmp/pwned"}}, "expected a git branch name"),
+    ({"repo": {"url": "--upload-pack=sh"}}, "bad multinode.repo.url '--upload-pack=sh': must not start with '-'"),
+    ({"dotfiles": {"repo": "-oProxyCommand=x"}}, "bad multinode.dotfiles.repo"),
+    ({"workspace": "/tmp"}, "a system directory"),
+    ({"workspace": "relative/ws"}, "expected an absolute path"),
+    ({"users": []}, "bad multinode.users []: expected at least one entry"),
+    ({"users": ["Root"]}, "'Root': expected login user names"),
+    ({"git": {"email": "a@b\n[core]\n\tsshCommand = x"}}, "bad multinode.git.email"),
+    ({"step_timeouts": {"pyhton": 60}}, "'pyhton': not a step"),
+    ({"notify": {"desktop": "yes"}}, "bad multinode.notify.desktop 'yes'"),
+    ({"head_ssh": {"kex_algorithms": "curve25519-sha256\nHost *"}}, "bad multinode.head_ssh.kex_algorithms"),
+    ({"workers": 0}, "bad multinode.workers 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ssh").mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
+    return home
+
+
+def files(home):
+    return {str(p): p.read_bytes() for p in home.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("config,named", BAD_CONFIG, ids=[json.dumps(c)[:60] for c, _ in BAD_CONFIG])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(home, config, named):
+    (home / ".fabric.yaml").write_text(json.dumps({"multinode": config}))
+    before = files(home)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    # Unroutable (198.18/15 has a blackhole route or none at all): nothing may connect anyway.
+    r = subprocess.run([FAB, "-H", HOSTS, "hostkeys", "detect-user", "bootstrap"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stdout == "" and files(home) == before
+
+
+def test_a_damaged_remembered_cluster_is_a_clear_error(home):
+    (home / ".fabric.yaml").write_text("{}")
+    state = home / ".config/multinode/cluster.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    for damage in ('{"nodes": [{"nid": 0}]}', '{"nodes": 3}', "[]", "{not json"):
+        state.write_text(damage)
+        r = subprocess.run([FAB, "verify"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "cannot read the remembered cluster" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
