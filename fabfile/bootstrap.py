@@ -16,12 +16,12 @@ from pathlib import Path
 from invoke import Collection, task
 
 from .schema import STEP_NAMES
-from .connections import NodeError
+from .connections import NodeError, bounded_sftp
 from .inventory import BadInput
-from .localfiles import read_text, write_atomic
+from .localfiles import log_dir, private_log, read_text, write_atomic
 from .raycluster import check_ray
 from .render import command, quote, render, shell_args
-from .session import Outcome, session_of
+from .session import Outcome, checks_arguments, session_of
 
 # Each run stages in a directory of its own (an old run's cleanup never meets
 # the new run's secrets); the script is written beside and renamed into place.
@@ -167,7 +167,7 @@ def private_dir(sftp, path):
         sftp.chmod("/".join(parts[:depth]), 0o700)
 
 
-def send_and_run(cxn, script, files, log_path, timeout):
+def send_and_run(cxn, script, files, log_path, timeout, sftp_timeout=60):
     """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``.
 
     SFTP's open sends no mode, so files are created as the server's umask
@@ -178,7 +178,7 @@ def send_and_run(cxn, script, files, log_path, timeout):
     """
     run_id = secrets.token_hex(4)
     stage = f"{STAGE}/{run_id}"
-    sftp = cxn.sftp()
+    sftp = bounded_sftp(cxn, sftp_timeout)
     private_dir(sftp, stage)
     for name, data in files.items():
         with sftp.open(f"{stage}/{name}", "wb") as fh:
@@ -187,11 +187,20 @@ def send_and_run(cxn, script, files, log_path, timeout):
     with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
         fh.write(script.encode())
     sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
-    with open(log_path, "w") as log:
+    with private_log(log_path) as log:
         return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
                        out_stream=log, err_stream=log, timeout=timeout)
 
 
+def tail_lines(session, tail=None, **_):
+    """``--tail``: lines of each node's log to show (default: multinode.tail)."""
+    value = tail if tail is not None else session.options["tail"]
+    if not str(value).isdigit():
+        raise BadInput(f"bad --tail {tail!r}: expected a number of lines")
+    return int(value)
+
+
+@checks_arguments(tail_lines)
 @task(help={
     "dry_run": "render every node's script and show what would be sent; connect to nothing",
     "tail": "lines of each node's log to show at the end (default: multinode.tail, 100)",
@@ -201,9 +210,9 @@ def bootstrap(c, dry_run=False, tail=None):
     session = session_of(c)
     opts = session.options
     try:
-        tail = int(tail if tail is not None else opts["tail"])
-    except ValueError:
-        raise BadInput(f"bad --tail {tail!r}: expected a number of lines").exit() from None
+        tail = tail_lines(session, tail)
+    except BadInput as exc:
+        raise exc.exit() from None
     nodes = session.nodes
     if dry_run:
         session.remember = False  # a dry run writes nothing: not the cluster, not its key
@@ -225,13 +234,12 @@ def bootstrap(c, dry_run=False, tail=None):
         if missing:
             print("not available on this laptop, skipped: " + ", ".join(missing))
         return
-    log_dir = Path(opts["log_dir"]).expanduser()
-    log_dir.mkdir(parents=True, exist_ok=True)
+    logs = log_dir(opts["log_dir"])
     results = {}
 
     def run(node, cxn):
         start = time.monotonic()
-        log_path = log_dir / f"setup_{node.alias}.log"
+        log_path = logs / f"setup_{node.alias}.log"
         result = send_and_run(cxn, scripts[node.alias], files, log_path, opts["script_timeout"])
         steps = parse_steps(result.stdout)
         results[node.alias] = (steps, time.monotonic() - start, log_path, result.exited)

@@ -80,8 +80,9 @@ DEFAULTS = {
     # Seconds each bootstrap step may run (step_timeouts: {python: 1800} for one step).
     "step_timeout": 900,
     "step_timeouts": {},
-    # Local per-node logs: <log_dir>/setup_<alias>.log; lines shown per node.
-    "log_dir": "/tmp",
+    # Local per-node logs: <log_dir>/setup_<alias>.log (0600); lines shown per node.
+    # Empty: $XDG_STATE_HOME/multinode/logs (~/.local/state/multinode/logs, 0700).
+    "log_dir": "",
     "tail": 100,
 }
 

@@ -15,6 +15,7 @@ from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from paramiko.hostkeys import HostKeyEntry, HostKeys
 
+KEEPALIVE = 15  # seconds between SSH keepalives on every node connection
 HINT = "if that machine was reinstalled, run `fab hostkeys --reinstalled {alias}` to record its new key"
 
 
@@ -182,7 +183,16 @@ def login(node, user, settings, config):
     except (paramiko.SSHException, EOFError, OSError) as exc:
         cxn.close()
         raise NodeError(str(exc) or type(exc).__name__) from None
+    # A link that dies silently (NAT timeout, a node gone) is noticed, not waited on forever.
+    cxn.transport.set_keepalive(KEEPALIVE)
     return cxn
+
+
+def bounded_sftp(cxn, seconds):
+    """The connection's SFTP session, each of its operations bounded to ``seconds``."""
+    sftp = cxn.sftp()
+    sftp.get_channel().settimeout(seconds)
+    return sftp
 
 
 def isolated(config):

@@ -43,6 +43,15 @@ class ClusterExecutor(Executor):
         if self.core is not None and self.core.remainder:
             raise Exit("multinode: `fab -- COMMAND` is not supported; use a task", code=2)
         calls = invoke.Executor.expand_calls(self, calls)
+        checked = [(call, getattr(call.task, "check_arguments", None)) for call in calls]
+        if any(check for _, check in checked):  # every task's arguments, before the first task runs
+            self.session.start(self.config)
+            try:
+                for call, check in checked:
+                    if check:
+                        check(self.session, **call.kwargs)
+            except BadInput as exc:
+                raise exc.exit() from None
         return [call.clone(into=SessionCall, with_={"session": self.session}) for call in calls]
 
     def execute(self, *tasks):

@@ -17,7 +17,7 @@ from invoke import Collection, task
 from .connections import HINT, NodeError, fetch_host_key, fingerprint, known_host_entries, names_host
 from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
-from .session import Outcome, session_of
+from .session import Outcome, checks_arguments, session_of
 
 
 def entry_line(host, key):
@@ -96,6 +96,7 @@ def recorded(entries, node):
     return [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
 
 
+@checks_arguments(lambda session, reinstalled=None, **_: reinstalled_nodes(session, reinstalled))
 @task(help={"reinstalled": "nodes whose new host key to accept (aliases or addresses, comma-separated, or all): "
                            "machines of the remembered cluster that were reinstalled"})
 def hostkeys(c, reinstalled=None):

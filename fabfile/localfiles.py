@@ -91,3 +91,23 @@ def replace_block(text, name, body, at_top=True):
         return block + ("\n" + text if text else "")
     sep = "" if not text or text.endswith("\n") else "\n"
     return text + sep + block
+
+
+def private_log(path):
+    """``path`` opened for writing: created 0600, truncated, never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w")
+
+
+def log_dir(configured):
+    """Where the node logs go: ``configured``, else a private directory of ours."""
+    if configured:
+        path = Path(configured).expanduser()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state")
+    path = base / "multinode" / "logs"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path

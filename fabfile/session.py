@@ -26,6 +26,16 @@ class Outcome:
     value: object = None
 
 
+def checks_arguments(check):
+    """Give a task ``check(session, **arguments)``, which the executor runs on every
+    task's arguments before the first task starts: a bad one (`BadInput`) stops the
+    run with exit 2 before anything connects or is written."""
+    def attach(task):
+        task.check_arguments = check
+        return task
+    return attach
+
+
 def session_of(c):
     """The running `Session` of a task's context."""
     session = c.__dict__.get("session")

@@ -7,11 +7,11 @@ others finish; then each node's result and the commands to reach the cluster.
 
 from invoke import Collection, task
 
-from .bootstrap import bootstrap, venv_bin
+from .bootstrap import bootstrap, tail_lines, venv_bin
 from .headssh import head_ssh
-from .hostkeys import hostkeys
+from .hostkeys import hostkeys, reinstalled_nodes
 from .notify import notify
-from .session import session_of
+from .session import checks_arguments, session_of
 from .tmux import SESSION, tmux
 from .users import detect_user
 from .verify import verify
@@ -34,6 +34,12 @@ def final_report(session, opts):
     session.report.write("\n".join(lines))
 
 
+def setup_arguments(session, tail=None, reinstalled=None, **_):
+    tail_lines(session, tail)
+    reinstalled_nodes(session, reinstalled)
+
+
+@checks_arguments(setup_arguments)
 @task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)",
             "reinstalled": "nodes whose new host key to accept (as for hostkeys): machines you reinstalled"})
 def setup(c, tail=None, reinstalled=None):

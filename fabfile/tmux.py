@@ -13,7 +13,7 @@ from invoke import Collection, task
 from .headssh import worker_name
 from .inventory import BadInput
 from .render import command, render
-from .session import Outcome, session_of
+from .session import Outcome, checks_arguments, session_of
 
 SESSION = "multinode"
 PER_WINDOW = 4
@@ -42,17 +42,27 @@ def state(windows):
                                              [("head", 1)] + [(w["name"], len(w["panes"])) for w in windows])
 
 
+def node_count(session, nodes=None, **_):
+    """How many nodes get a pane (``--nodes``), checked against the cluster's size."""
+    try:
+        count = len(session.nodes) if nodes is None else int(nodes)
+        if not 1 <= count <= len(session.nodes):
+            raise ValueError
+    except ValueError:
+        raise BadInput(f"bad --nodes {nodes!r}: 1 to {len(session.nodes)} (the cluster's size)") from None
+    return count
+
+
+@checks_arguments(node_count)
 @task(help={"nodes": "how many nodes get a pane, head first (default: all of the cluster)",
             "rebuild": "recreate the session even if it matches the cluster (ends what runs in its panes)"})
 def tmux(c, nodes=None, rebuild=False):
     """Create the multinode tmux session on the head, a pane per node."""
     session = session_of(c)
     try:
-        count = len(session.nodes) if nodes is None else int(nodes)
-        if not 1 <= count <= len(session.nodes):
-            raise ValueError
-    except ValueError:
-        raise BadInput(f"bad --nodes {nodes!r}: 1 to {len(session.nodes)} (the cluster's size)").exit() from None
+        count = node_count(session, nodes)
+    except BadInput as exc:
+        raise exc.exit() from None
     chosen = session.nodes[:count]
     left_out = [n.alias for n in chosen if n.alias in session.failed]  # no alias on the head, maybe no shell
     live = [n for n in chosen if n.alias not in session.failed]

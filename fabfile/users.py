@@ -11,7 +11,7 @@ from invoke import Collection, task
 from .config import split_users
 from .inventory import DEFAULT_PORT, BadInput
 from .localfiles import locked, read_text, replace_block, write_atomic
-from .session import Outcome, session_of
+from .session import Outcome, checks_arguments, session_of
 
 BLOCK = "multinode"
 
@@ -44,15 +44,20 @@ def write_ssh_config(path, nodes, identity):
         return write_atomic(path, text, mode=0o600)
 
 
-@task(name="detect-user", help={"users": "login users to try, in order (default: multinode.users, ubuntu,user)"})
+def user_list(session, users=None, **_):
+    """``--users``, checked (None: the configured ones)."""
+    return split_users(users, "users (--users)") if users is not None else None
+
+
+@checks_arguments(user_list)
+@task(name="detect-user", help={"users": "login users to try, in order (default: multinode.users, ubuntu,user,root)"})
 def detect_user(c, users=None):
     """Find each node's login user and write rental0.. aliases to ~/.ssh/config."""
     session = session_of(c)
-    if users is not None:
-        try:
-            session.settings.users = split_users(users, "users (--users)")
-        except BadInput as exc:
-            raise exc.exit() from None
+    try:
+        session.settings.users = user_list(session, users) or session.settings.users
+    except BadInput as exc:
+        raise exc.exit() from None
     before = {n.alias: n.user for n in session.nodes}
 
     def detect(node, cxn):

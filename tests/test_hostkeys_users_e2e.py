@@ -205,6 +205,12 @@ BAD_CLI = [
     (["hostkeys"], "no cluster given"),
     (["-H", "198.18.0.10:198.19.0.10", "detect-user", "--users", "ubuntu,r$t"], "'r$t'"),
     (["-H", "198.18.0.10:198.19.0.10", "-i", "/nonexistent/key", "detect-user"], "'/nonexistent/key'"),
+    # A bad argument of a later task stops the run before the first task writes anything.
+    (["-H", "198.18.0.10:198.19.0.10", "detect-user", "tmux", "--nodes", "abc"], "bad --nodes 'abc'"),
+    (["-H", "198.18.0.10:198.19.0.10", "hostkeys", "bootstrap", "--tail", "many"], "bad --tail 'many'"),
+    (["-H", "198.18.0.10:198.19.0.10", "detect-user", "hostkeys", "--reinstalled", "rental9"], "'rental9'"),
+    (["-H", "198.18.0.10:198.19.0.10", "hostkeys", "detect-user", "--users", "ubuntu,Root"], "'Root'"),
+    (["-H", "198.18.0.10:198.19.0.10", "setup", "--tail", "-1"], "bad --tail '-1'"),
 ]
 
 

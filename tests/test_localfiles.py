@@ -49,3 +49,24 @@ def test_write_atomic_follows_symlink_and_new_file_is_0600(tmp_path):
     fresh = tmp_path / "sub" / "new"
     write_atomic(fresh, "secret\n")
     assert (fresh.stat().st_mode & 0o777) == 0o600
+
+
+def test_logs_are_private_and_never_written_through_a_link(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from fabfile.localfiles import log_dir, private_log
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    logs = log_dir("")
+    assert logs == tmp_path / "state/multinode/logs" and oct(logs.stat().st_mode & 0o777) == "0o700"
+    with private_log(logs / "setup_rental0.log") as fh:
+        fh.write("STEP x ok\n")
+    assert oct((logs / "setup_rental0.log").stat().st_mode & 0o777) == "0o600"
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    os.symlink(victim, logs / "setup_rental1.log")  # planted by someone else
+    with pytest.raises(OSError):
+        private_log(logs / "setup_rental1.log")
+    assert victim.read_text() == "mine\n"
