@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 from invoke import Collection, task
@@ -84,6 +85,10 @@ def staged_files(opts, key_path, nodes):
                 missing.append(name)
             else:
                 files[fname] = fmt.format(value)
+    credentials = [line for _, line in (split_credentials(opts["repo"]["url"]),
+                                        split_credentials(opts["dotfiles"]["repo"])) if line]
+    if credentials:
+        files["git-credentials"] = "".join(f"{line}\n" for line in dict.fromkeys(credentials))
     age = Path(opts["dotfiles"]["age_key"]).expanduser()
     if opts["dotfiles"]["repo"] and age.is_file():
         files["age_key"] = age.read_text()
@@ -126,12 +131,35 @@ def cluster_key(state_path, nodes, create=True):
     return path
 
 
+def split_credentials(url):
+    """``(url without its user:password, a git-credential-store line or None)``.
+
+    A token in an http(s) URL (``https://user:TOKEN@host/repo.git``) never
+    reaches a command line, the script or a log: the node's git gets it from
+    a staged credential file.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        return url, None
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    clean = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    user, password = (urllib.parse.quote(urllib.parse.unquote(v or ""), safe="") for v in (parts.username, parts.password))
+    return clean, f"{parts.scheme}://{user}:{password}@{host}"
+
+
+def without_credentials(opts):
+    """``opts`` with the repository URLs cleaned (see `split_credentials`)."""
+    return {**opts, "repo": {**opts["repo"], "url": split_credentials(opts["repo"]["url"])[0]},
+            "dotfiles": {**opts["dotfiles"], "repo": split_credentials(opts["dotfiles"]["repo"])[0]}}
+
+
 def node_script(node, nodes, opts, missing, peers=None):
     """The rendered script of ``node``: the same input gives the same bytes.
 
     ``peers``: the nodes taking part (default: all), whose private addresses
     the network step checks.
     """
+    opts = without_credentials(opts)
     py = opts["python"]
     return render(
         "node.sh.j2",

@@ -329,3 +329,32 @@ def test_each_cluster_has_its_own_key_authorized_from_its_nodes_only(configured,
     stolen = node_sh(sb, 0, f"ssh -i /tmp/stolen -o StrictHostKeyChecking=no -o BatchMode=yes {USERS[1]}@{n[1]['private']} true")
     assert stolen.returncode != 0
     node_sh(sb, 0, "rm -f /tmp/stolen")
+
+
+def test_a_token_in_a_repo_url_never_leaves_the_credential_file(configured, healthy):
+    import json
+
+    laptop, sb = configured, healthy
+    token = "s3cret-token-77"
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"].update(dotfiles={"repo": ""}, tools=[], repo={
+        "url": f"http://alice:{token}@198.18.0.2:8080/git/workspace.git", "branch": "main", "name": "tokened"})
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    node = sb.nodes[2]
+    try:
+        r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        dry = laptop.fab("bootstrap", "--dry-run")
+        assert "REPO_URL=http://198.18.0.2:8080/git/workspace.git\n" in dry.stdout and "git-credentials (" in dry.stdout
+        seen = {
+            "fab's output": r.stdout + r.stderr + dry.stdout + dry.stderr,
+            "the laptop's log": (laptop.home / "logs/setup_rental0.log").read_text(),
+            "the node's files": node_sh(sb, 2, "cat /workspace/onstart.log ~/.cache/multinode/node.sh "
+                                              "/workspace/tokened/.git/config; ls -A ~/.cache/multinode/stage").stdout,
+        }
+        for where, text in seen.items():
+            assert token not in text, f"the token is in {where}"
+        origin = node_sh(sb, 2, "git -C /workspace/tokened remote get-url origin").stdout
+        assert origin == "http://198.18.0.2:8080/git/workspace.git\n"
+    finally:
+        node_sh(sb, 2, "rm -rf /workspace/tokened")

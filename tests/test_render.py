@@ -162,3 +162,16 @@ def test_verify_knows_every_check_its_checklist_holds():
                     "chezmoi", "age", "age-key", "chezmoi-toml", "age-recipient", "decrypt", "dotfiles", "ssh-key",
                     "ssh-config", "git-email", "docker", "docker-group", "etc-hosts", "nccl", "nccl-tmux",
                     "tmux-exec", "tmux-ray", "ray-cluster", "tool:nvtop"]
+
+
+def test_credentials_in_repository_urls_are_split_off():
+    from fabfile.bootstrap import split_credentials
+
+    assert split_credentials("https://bob:gh_T0k%2Fen@git.example:8443/org/r.git?x=1") == (
+        "https://git.example:8443/org/r.git?x=1", "https://bob:gh_T0k%2Fen@git.example:8443")
+    assert split_credentials("https://git.example/org/r.git") == ("https://git.example/org/r.git", None)
+    assert split_credentials("git@github.com:org/r.git") == ("git@github.com:org/r.git", None)  # a user, not a secret
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    script = node_script(nodes[0], nodes, opts(repo={"url": "https://bob:tok@h.example/r.git", "branch": "main",
+                                                      "name": ""}), [])
+    assert "tok@" not in script and "REPO_URL=https://h.example/r.git\n" in script

@@ -96,6 +96,7 @@ def _repo(path, files, env, branches=None):
             _run("git", "-C", work, "commit", "-q", "-m", f"{branch}: work in progress", env=env)
         _run("git", "-C", work, "checkout", "-q", "main")
         _run("git", "clone", "-q", "--bare", work, path)
+        _run("git", "-C", path, "update-server-info")  # served over plain HTTP too
 
 
 PYPROJECT = """\
@@ -143,6 +144,7 @@ def populate(root, log=print):
     http.mkdir(parents=True)
     shutil.copytree(downloads / "bin", http / "bin")
     shutil.copytree(downloads / "wheels", http / "wheels")
+    (http / "git").symlink_to(root / "git")  # http://198.18.0.2:8080/git/NAME.git (git's dumb HTTP)
     bins = http / "bin"
     key = root / "age-key.txt"
     _run(bins / "age-keygen", "-o", key)
