@@ -10,11 +10,12 @@ URLs often hold tokens: they are never printed.
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from invoke import Collection, task
 
 from .inventory import BadInput
-from .session import session_of
+from .session import checks_arguments, session_of
 from .verify import run_checks
 
 
@@ -39,7 +40,24 @@ def desktop(title, body):
     return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
 
 
-@task(help={"url": "one more apprise URL to notify, besides multinode.notify.urls"})
+def extra_urls(session, url=None, **_):
+    """``--url``: one apprise URL, or ``@FILE`` holding one per line (a URL in argv is
+    visible to every process on the laptop; a file, or notify.urls, is not)."""
+    if not url:
+        return []
+    if not url.startswith("@"):
+        return [url]
+    path = Path(url[1:]).expanduser()
+    try:
+        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as exc:
+        raise BadInput(f"cannot read --url file {str(path)!r}: {exc.strerror}") from None
+
+
+@checks_arguments(extra_urls)
+@task(help={"url": "one more apprise URL besides multinode.notify.urls, or @FILE with one per line "
+                   "(better: a URL in a command line is visible to other processes; keep tokens in a file "
+                   "or in notify.urls)"})
 def notify(c, url=None):
     """Tell the user whether the cluster is ready (terminal, apprise URLs, desktop)."""
     import apprise  # 0.14 s to import: only when notifying, not on every fab run
@@ -48,7 +66,7 @@ def notify(c, url=None):
     opts = session.options
     try:
         conf = opts["notify"]
-        urls = list(conf["urls"]) + ([url] if url else [])
+        urls = list(conf["urls"]) + extra_urls(session, url)
         sender = apprise.Apprise()
         for number, each in enumerate(urls, 1):
             if not sender.add(each):  # never print a URL: it may hold a token

@@ -141,8 +141,13 @@ def test_setup_verify_notify(cluster):
     assert data["nodes"]["rental1"]["checks"]["age-key"]["status"] == "ok"
     assert data["nodes"]["rental0"]["checks"]["ray-cluster"] == {"status": "ok", "reason": ""}
 
-    n = laptop.fab("notify")
+    urls = laptop.home / "notify-urls"
+    urls.write_text(f"# a second channel, kept out of argv\njson://127.0.0.1:{PORT}/?second=1\n")
+    count = len(messages(inbox))
+    n = laptop.fab("notify", "--url", f"@{urls}")
     assert n.returncode == 1
+    assert "notify: 2 channel(s) notified" in n.stdout and "second=1" not in n.stdout + n.stderr
+    assert len(messages(inbox)) == count + 2
     last = messages(inbox)[-1]
     assert last["title"] == "Cluster NOT ready" and last["type"] == "failure"
     assert last["message"].startswith("1 of 3 node(s) failed: rental2 (verify: ") and "age-key" in last["message"]
