@@ -208,9 +208,10 @@ def test_nothing_waits_for_input(configured, healthy):
     # Fabric leaves a channel's stdin open; ours close it: `cat` ends at once.
     probe = ("import sys; from fabfile.session import Session;"
              "from fabric import Config; c = Config(); s = Session(sys.argv[1]); s.start(c);"
-             "print(s.connection(s.nodes[0]).run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")
+             "cxn = s.connection(s.nodes[0]); print(cxn.transport.packetizer._Packetizer__keepalive_interval);"
+             "print(cxn.run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")
     out = laptop.run(sys.executable, "-c", probe, f"{node['public']}:{node['private']}", timeout=60)
-    assert out.stdout.strip() == "eof", out.stdout + out.stderr
+    assert out.stdout.split() == ["15", "eof"], out.stdout + out.stderr  # keepalives on, stdin closed
 
 
 def test_a_changed_repo_branch_switches_a_changed_url_fails_naming_both(configured, healthy):
