@@ -12,39 +12,20 @@ from invoke.exceptions import UnexpectedExit
 from .render import command
 from .session import Outcome
 
-# Run on the head: ADDRESS WAIT MODE PRIVATE...; waits until every expected private
-# address is an alive Ray node, prints the alive ones, exits 1 if one is missing.
-# MODE "env": also what a Ray task on each alive node sees of the NCCL/Gloo
-# environment (what training sees), as RAY_ENV {private: {name: value}}.
+# Run on the head: ADDRESS WAIT PRIVATE...; waits until every expected private address
+# is an alive Ray node, prints the alive ones, exits 1 if one is missing.
 RAY_MEMBERS = """
 import json, os, sys, time
 import ray
-address, wait, mode, want = sys.argv[1], float(sys.argv[2]), sys.argv[3], set(sys.argv[4:])
+address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 deadline = time.time() + wait
 while True:
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    alive = {n["NodeManagerAddress"] for n in nodes}
+    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
     if want <= alive or time.time() > deadline:
         break
     time.sleep(1)
 print("RAY_MEMBERS " + json.dumps(sorted(alive)), flush=True)
-if mode == "env":
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    @ray.remote(num_cpus=0)
-    def env():
-        return {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "GLOO_"))}
-
-    refs = {n["NodeManagerAddress"]: env.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote() for n in nodes}
-    seen = {}
-    for private, ref in refs.items():
-        try:
-            seen[private] = ray.get(ref, timeout=max(5.0, deadline - time.time() + 30))
-        except Exception as exc:
-            seen[private] = {"error": type(exc).__name__}
-    print("RAY_ENV " + json.dumps(seen), flush=True)
 os._exit(0 if want <= alive else 1)  # skip the driver's slow shutdown
 """
 
@@ -56,7 +37,7 @@ def check_ray(session, opts, venv_python):
     want = [n.private for n in session.alive()]  # failed nodes are named already
 
     def members(node, cxn):
-        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, "members", *want)
+        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want)
         result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=wait + opts["check_timeout"])
         line = next((ln for ln in result.stdout.splitlines() if ln.startswith("RAY_MEMBERS ")), None)
         if line is None:  # the query itself failed (no venv, no Ray): say how

@@ -57,7 +57,7 @@ def verify_script(node, nodes, opts, available, failed=()):
 
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results, seen = {}, {}
+    results = {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
@@ -75,15 +75,9 @@ def run_checks(session, opts, quiet=False):
         if not ended:
             checks["checklist"] = ("fail", f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
         results[node.alias] = checks
-        for line in out.splitlines():
-            key, _, value = line.partition(" ")
-            if key in ("IFACE", "RAY_ENV"):
-                seen.setdefault(node.alias, {})[key] = value
         return Outcome("ok")
 
     session.each("verify", check, quiet=True)
-    if len(session.nodes) > 1 and opts["ray"]["enabled"]:
-        ray_env_checks(session.nodes, results, seen)
     for node in session.nodes:
         if node.alias not in results:
             continue
@@ -96,36 +90,6 @@ def run_checks(session, opts, quiet=False):
             session.report.line("verify", node, "ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
     session.checks = results
     return results
-
-
-def ray_env_checks(nodes, results, seen):
-    """nccl-ray: what a Ray task on each node sees, against that node's private interface."""
-    head = nodes[0].alias
-    try:
-        ray_env = jsonlib.loads(seen.get(head, {}).get("RAY_ENV", "null"))
-    except ValueError:
-        ray_env = None
-    for node in nodes:
-        if node.alias not in results:
-            continue
-        iface = seen.get(node.alias, {}).get("IFACE", "none")
-        if head not in results:
-            result = ("na", "the head was not checked")
-        elif ray_env is None:
-            result = ("fail", "no answer from Ray on the head")
-        elif node.private not in ray_env:
-            result = ("fail", "no Ray task ran on this node (not in the Ray cluster)")
-        else:
-            env = ray_env[node.private]
-            got = {k: env.get(k, "unset") for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")}
-            if "error" in env:
-                result = ("fail", f"the Ray task failed: {env['error']}")
-            elif set(got.values()) == {iface}:
-                result = ("ok", iface)
-            else:
-                result = ("fail", "a Ray task sees " + " ".join(f"{k}={v}" for k, v in got.items())
-                          + f", not {iface} (rerun bootstrap: it restarts Ray with them)")
-        results[node.alias]["nccl-ray"] = result
 
 
 def table(nodes, results, width=None):

@@ -114,7 +114,7 @@ def test_verify_script_follows_the_config_and_parses():
     assert "t env:OPENAI_API_KEY " in head and "env:ANTHROPIC_API_KEY" not in head
     assert 'na wandb-netrc "no wandb key on the laptop"' in head and "t hf-token " in head
     assert "res ray-cluster ok" in head and 'na ray-cluster "checked on the head"' in worker
-    assert " 0 env 198.19.0.10 198.19.0.11" in head  # the Ray tasks report the environment they see
+    assert "/proc/$pid/environ" in head and "res nccl-ray ok" in worker  # what Ray's workers carry
     assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
     for script in (head, worker):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
@@ -161,7 +161,7 @@ def test_verify_knows_every_check_its_checklist_holds():
     assert head == ["workspace", "repo", "venv-python", "uv", "env-file", "env:A_KEY", "wandb-netrc", "hf-token",
                     "chezmoi", "age", "age-key", "chezmoi-toml", "age-recipient", "decrypt", "dotfiles", "ssh-key",
                     "ssh-config", "git-email", "docker", "docker-group", "etc-hosts", "nccl", "nccl-tmux",
-                    "tmux-exec", "tmux-ray", "ray-cluster", "tool:nvtop"]
+                    "tmux-exec", "tmux-ray", "nccl-ray", "ray-cluster", "tool:nvtop"]
 
 
 def test_credentials_in_repository_urls_are_split_off():
