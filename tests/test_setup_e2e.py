@@ -97,6 +97,8 @@ def test_setup_verify_notify(cluster):
         assert "NCCL_SOCKET_IFNAME=ens7\n" in env and "GLOO_SOCKET_IFNAME=ens7\n" in env, env
         pane = node_sh(sb, nid, "tmux new-window -d -t exec 'env >~/pane.env'; sleep 1; cat ~/pane.env; rm ~/pane.env")
         assert "NCCL_SOCKET_IFNAME=ens7\n" in pane.stdout and "GLOO_SOCKET_IFNAME=ens7\n" in pane.stdout
+        # ... and none of the bootstrap's own settings (a pane's git may ask for a passphrase).
+        assert "GIT_TERMINAL_PROMPT" not in pane.stdout and "GIT_SSH_COMMAND" not in pane.stdout
     seen = node_sh(sb, 0, f"/workspace/workspace/venv/bin/python -c '{RAY_ENV}'")
     assert json.loads(seen.stdout.strip().splitlines()[-1]) == {
         f"198.19.0.1{n}": ["ens7", "ens7", "1"] for n in range(3)}, seen.stderr
