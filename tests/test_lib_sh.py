@@ -173,3 +173,32 @@ def test_uvs_error_reaches_the_log_and_the_step_line(tmp_path):
     assert r.returncode == 1
     assert "Resolved 3 packages\nerror: No solution found: torch==99 is unavailable\n" in r.stdout
     assert "STEP python failed exit 1: error: No solution found: torch==99 is unavailable\n" in r.stdout
+
+
+def test_ray_is_started_with_every_word_quoted(tmp_path):
+    """A workspace with a space reaches `ray start` as one argument (tmux runs a quoted wrapper)."""
+    nodes = [Node(0, "rental0", "198.18.0.10", "198.19.0.10"), Node(1, "rental1", "198.18.0.11", "198.19.0.11")]
+    ws = tmp_path / "my ws"
+    opts = options({"multinode": {"workspace": str(ws), "repo": {"url": "git://h/proj.git"}, "tools": [],
+                                  "ray": {"wait": 2, "start_flags": "--num-cpus=1 --object-store-memory=100000000"}}})
+    script = node_script(nodes[0], nodes, opts, [])
+    (tmp_path / "node.sh").write_text(script)
+    home, fake = tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    fake.mkdir()
+    # tmux: runs a new session's command itself; ray: records its arguments, one per line.
+    (fake / "tmux").write_text('#!/bin/bash\ncase $1 in new-session) bash -c "${@: -1}" >/dev/null 2>&1 & ;; '
+                               'show-environment|has-session|capture-pane) exit 1 ;; esac\nexit 0\n')
+    venv = ws / "proj/venv/bin"
+    venv.mkdir(parents=True)
+    (venv / "ray").write_text(f'#!/bin/bash\nprintf "%s\\n" "$0" "$@" >{tmp_path}/ray.args\n')
+    for tool in (fake / "tmux", venv / "ray"):
+        tool.chmod(0o755)
+    env = {**os.environ, "HOME": str(home), "PATH": f"{fake}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(home / "stage"), "--step", "ray"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert (tmp_path / "ray.args").exists(), r.stdout + r.stderr
+    args = (tmp_path / "ray.args").read_text().splitlines()
+    assert args == [str(venv / "ray"), "start", "--head", "--port=6379", "--include-dashboard=false",
+                    "--node-ip-address=198.19.0.10", "--disable-usage-stats", "--block", "--num-cpus=1",
+                    "--object-store-memory=100000000"]
