@@ -21,7 +21,9 @@ from .connections import NodeError, bounded_sftp
 from .inventory import BadInput
 from .localfiles import log_dir, private_log, read_text, write_atomic
 from .raycluster import check_ray
+from .progress import Progress
 from .render import command, quote, render, shell_args
+from .runreport import NodeRun, show_logs, show_table, write_summary
 from .session import Outcome, checks_arguments, session_of
 
 # Each run stages in a directory of its own (an old run's cleanup never meets
@@ -37,7 +39,8 @@ def steps_for(nodes):
     return [s for s in STEPS if len(nodes) > 1 or s not in MULTI_NODE_ONLY]
 
 
-STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*)$")
+# STEP <name> <status> <detail> [<seconds>s]: the duration as the node measured it.
+STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*?) ?(?:\[(\d+(?:\.\d+)?)s\])?$")
 
 
 def repo_name(repo):
@@ -179,7 +182,13 @@ def step_timeouts(opts):
 
 
 def parse_steps(output):
-    return [m.groups() for m in map(STEP_RE.match, output.splitlines()) if m]
+    """[(name, status, detail)] of the STEP lines in ``output``."""
+    return [m.groups()[:3] for m in map(STEP_RE.match, output.splitlines()) if m]
+
+
+def step_times(output):
+    """{name: seconds} of the STEP lines in ``output`` that carry a duration."""
+    return {m.group(1): float(m.group(4)) for m in map(STEP_RE.match, output.splitlines()) if m and m.group(4)}
 
 
 def private_dir(sftp, path):
@@ -195,8 +204,8 @@ def private_dir(sftp, path):
         sftp.chmod("/".join(parts[:depth]), 0o700)
 
 
-def send_and_run(cxn, script, files, log_path, timeout, sftp_timeout=60):
-    """Stage the secrets and the script by SFTP, run it, stream its output to ``log_path``.
+def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):
+    """Stage the secrets and the script by SFTP, run it, stream its output to ``out``.
 
     SFTP's open sends no mode, so files are created as the server's umask
     says: they are only ever written inside a 0700 directory, which nobody
@@ -215,9 +224,8 @@ def send_and_run(cxn, script, files, log_path, timeout, sftp_timeout=60):
     with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
         fh.write(script.encode())
     sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
-    with private_log(log_path) as log:
-        return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
-                       out_stream=log, err_stream=log, timeout=timeout)
+    return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
+                   out_stream=out, err_stream=out, timeout=timeout)
 
 
 def tail_lines(session, tail=None, **_):
@@ -268,52 +276,33 @@ def bootstrap(c, dry_run=False, tail=None):
     def run(node, cxn):
         start = time.monotonic()
         log_path = logs / f"setup_{node.alias}.log"
-        result = send_and_run(cxn, scripts[node.alias], files, log_path, opts["script_timeout"])
+        progress.start(node)
+        try:
+            with private_log(log_path) as log:
+                result = send_and_run(cxn, scripts[node.alias], files, progress.stream(node, log),
+                                      opts["script_timeout"])
+        except BaseException:
+            progress.finish(node, "failed")
+            raise
         steps = parse_steps(result.stdout)
-        results[node.alias] = (steps, time.monotonic() - start, log_path, result.exited)
+        results[node.alias] = NodeRun(steps, step_times(result.stdout), time.monotonic() - start, log_path,
+                                      result.exited)
         failed = [name for name, status, _ in steps if status == "failed"]
         if result.exited != 0:
+            progress.finish(node, "failed")
             raise NodeError(f"node script exited {result.exited}"
                             + (f"; failed step(s): {', '.join(failed)}" if failed else "") + f" (log: {log_path})")
         changed = [name for name, status, _ in steps if status == "changed"]
+        progress.finish(node, "changed" if changed else "ok")
         return Outcome("changed" if changed else "ok", f"{len(steps)} steps, changed: {', '.join(changed) or 'none'}")
 
-    session.each("bootstrap", run)
+    with Progress(session.report, "bootstrap", opts["progress_interval"]) as progress:
+        session.each("bootstrap", run)
     show_logs(session, results, tail)
     show_table(session, results)
+    write_summary(session, results, logs / "bootstrap.json")
     if len(nodes) > 1 and opts["ray"]["enabled"]:
         check_ray(session, opts, venv_bin(opts, "python"))
-
-
-def show_logs(session, results, tail):
-    for node in session.nodes:
-        if node.alias not in results:
-            continue
-        steps, _, log_path, exited = results[node.alias]
-        if not tail and exited == 0:  # --tail 0: nothing to show for a node that succeeded
-            continue
-        lines = log_path.read_text(errors="replace").splitlines()
-        print(f"\n=== {node.alias} ({node.address}): last {min(tail, len(lines))} of {len(lines)} lines, {log_path}")
-        shown = lines[-tail:] if tail else []
-        if exited != 0:  # errors always shown, even above the tail
-            early = [ln for ln in lines[: len(lines) - len(shown)] if re.search(r"error|fail|fatal", ln, re.I)]
-            if early:
-                print("--- errors earlier in the log:")
-                print("\n".join(early))
-        print("\n".join(shown))
-
-
-def show_table(session, results):
-    rows = [("node", "user", "result", "duration", "changed", "ok", "skipped", "failed")]
-    for node in session.nodes:
-        steps, duration, _, _ = results.get(node.alias, ([], 0.0, None, None))
-        counts = [sum(1 for _, s, _ in steps if s == k) for k in ("changed", "ok", "skipped", "failed")]
-        result = f"FAILED ({session.failed[node.alias][0]})" if node.alias in session.failed else "ok"
-        rows.append((node.alias, node.user or "?", result, f"{duration:.1f}s", *map(str, counts)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 ns = Collection("bootstrap")

@@ -80,6 +80,8 @@ DEFAULTS = {
     # Seconds each bootstrap step may run (step_timeouts: {python: 1800} for one step).
     "step_timeout": 900,
     "step_timeouts": {},
+    # Without a terminal: a line per node for every this many seconds a step runs.
+    "progress_interval": 30,
     # Local per-node logs: <log_dir>/setup_<alias>.log (0600); lines shown per node.
     # Empty: $XDG_STATE_HOME/multinode/logs (~/.local/state/multinode/logs, 0700).
     "log_dir": "",

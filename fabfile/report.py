@@ -11,7 +11,7 @@ MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skippe
 
 class Reporter:
     def __init__(self, nodes, stream=None):
-        self.stream = stream or sys.stdout
+        self._stream = stream  # None: whatever sys.stdout is at the time (a live view redirects it)
         self.quiet = False  # --json: only the JSON on stdout, failures on stderr
         self.lock = threading.Lock()
         self.alias_w = max((len(n.alias) for n in nodes), default=6)
@@ -20,7 +20,7 @@ class Reporter:
     def write(self, text):
         with self.lock:
             try:
-                print(text, file=sys.stderr if self.quiet else self.stream, flush=True)
+                print(text, file=sys.stderr if self.quiet else (self._stream or sys.stdout), flush=True)
             except BrokenPipeError:  # `fab ... | head`: the reader left; the run goes on
                 pass
 

@@ -173,6 +173,7 @@ SCHEMA = {
     "check_timeout": SECONDS,
     "step_timeout": SECONDS,
     "step_timeouts": dict_of(step_name, SECONDS),
+    "progress_interval": integer(1, 3600),
     "log_dir": line,
     "tail": integer(0, 1_000_000),
 }

@@ -47,8 +47,10 @@ def test_helpers():
     assert repo_name({"url": "git@github.com:me/proj.git", "name": ""}) == "proj"
     assert repo_name({"url": "https://h/me/proj/", "name": ""}) == "proj"
     assert repo_name({"url": "x", "name": "mine"}) == "mine"
-    out = "noise\nSTEP git ok Ada <a@b>\nSTEP docker failed exit 3\nSTEPS x\n"
-    assert parse_steps(out) == [("git", "ok", "Ada <a@b>"), ("docker", "failed", "exit 3")]
+    out = "noise\nSTEP git ok Ada <a@b> [0.4s]\nSTEP docker failed exit 3 [12.0s]\nSTEP tools skipped [0.1s]\nSTEPS x\n"
+    assert parse_steps(out) == [("git", "ok", "Ada <a@b>"), ("docker", "failed", "exit 3"), ("tools", "skipped", "")]
+    from fabfile.bootstrap import step_times
+    assert step_times(out) == {"git": 0.4, "docker": 12.0, "tools": 0.1}
 
 
 def test_bad_tools_and_workspace_refused():

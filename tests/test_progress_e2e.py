@@ -1,0 +1,63 @@
+"""End to end: live progress of bootstrap, on a terminal (a tmux pane) and without one."""
+
+import json
+import re
+import shlex
+import time
+
+from tests.conftest import FAB, ROOT, node_sh
+from tests.test_hostkeys_users_e2e import rows
+
+
+def slow_config(laptop, sb, seconds, **extra):
+    config = {**sb.forge.config(), "log_dir": str(laptop.home / "logs"), "repo": {"url": ""},
+              "dotfiles": {"repo": ""}, "ray": {"enabled": False}, **extra,
+              "tools": [{"name": "slow", "check": "test -f ~/.slow-done",
+                         "install": f"echo fetching the slow tool; sleep {seconds}; touch ~/.slow-done"}]}
+    laptop.configure(**config)
+
+
+def test_without_a_terminal_a_slow_step_gets_heartbeat_lines(laptop, healthy):
+    sb = healthy
+    node_sh(sb, 1, "rm -f ~/.slow-done")
+    slow_config(laptop, sb, 7, progress_interval=2)
+    node = sb.nodes[1]
+    r = laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user", "bootstrap", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    beats = re.findall(r"^bootstrap\s+rental0  still in step tools after (\d+)s: fetching the slow tool$", r.stdout, re.M)
+    assert len(beats) >= 2 and int(beats[-1]) > int(beats[0]), r.stdout
+    # Step timings: in the STEP lines, the table's slowest step, the JSON summary.
+    assert re.search(r"^rental0 .* tools [78]\.\ds$", r.stdout, re.M), r.stdout
+    summary = json.loads((laptop.home / "logs/bootstrap.json").read_text())["nodes"]["rental0"]
+    tools = next(s for s in summary["steps"] if s["name"] == "tools")
+    assert tools["status"] == "changed" and 7 <= tools["seconds"] < 9
+    assert rows(r.stdout, "bootstrap")["rental0"][0] == "changed"
+
+
+def test_on_a_terminal_a_live_table_shows_each_nodes_step_and_its_time(laptop, healthy):
+    sb = healthy
+    node_sh(sb, 2, "rm -f ~/.slow-done")
+    node_sh(sb, 0, "touch ~/.slow-done")
+    slow_config(laptop, sb, 8)
+    hosts = ",".join(f"{n['public']}:{n['private']}" for n in (sb.nodes[0], sb.nodes[2]))
+    assert laptop.fab("-H", hosts, "hostkeys", "detect-user").returncode == 0
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
+    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} bootstrap; echo EXIT=$? >{laptop.home}/exit; sleep 60"
+    tmux = ["tmux", "-L", "mnprogress"]
+    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    try:
+        seen = []
+        deadline = time.time() + 60
+        while time.time() < deadline and not (laptop.home / "exit").exists():
+            screen = laptop.run(*tmux, "capture-pane", "-p").stdout
+            m = re.search(r"^rental1\s+bootstrap\s+tools\s+(\d+)s\s+fetching the slow tool", screen, re.M)
+            if m:
+                seen.append(int(m.group(1)))
+            time.sleep(0.5)
+        assert (laptop.home / "exit").read_text() == "EXIT=0\n"
+        assert len(seen) >= 3 and seen[-1] > seen[0], seen  # the slow node's step, its time growing
+        final = laptop.run(*tmux, "capture-pane", "-p", "-S", "-100").stdout
+        assert re.search(r"^rental0\s+bootstrap\s+(ok|changed)", final, re.M), final  # the table stays as the summary
+        assert re.search(r"^rental1\s+bootstrap\s+changed", final, re.M), final
+    finally:
+        laptop.run(*tmux, "kill-server")
