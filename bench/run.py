@@ -2,6 +2,10 @@
 
     uv run python bench/run.py [--light] [N ...]
 
+Besides the table of times, for each N: the orchestration overhead (setup's
+wall time minus the slowest node's own script time, as that node measured
+it) and the step times summed over the nodes (from bootstrap.json).
+
 For each N: bring up N fresh sandbox nodes (and the forge), time
 ``fab -H ... setup`` and then ``fab verify`` from the laptop namespace, count
 the SSH logins each node's sshd accepted from the laptop (its -e log), and
@@ -85,7 +89,14 @@ def measure(n, key, light=False):
         after_setup, setup_nodes_cpu = logins(sb), nodes_cpu(sb) - idle
         verify_s, verify_mb, verify_rc, _ = timed(sb, env, f"verify-{n}", "verify")
         after_verify = logins(sb)
+        summary = json.loads((home / "logs/bootstrap.json").read_text())["nodes"]
+        steps = {}
+        for node in summary.values():
+            for step in node["steps"]:
+                steps[step["name"]] = steps.get(step["name"], 0.0) + (step["seconds"] or 0.0)
+        slowest = max(node["script_seconds"] for node in summary.values())
         return {
+            "overhead_s": setup_s - slowest, "slowest_script_s": slowest, "step_sums": steps,
             "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,
             "setup_logins": sorted(set(after_setup)),
             "verify_logins": sorted({b - a for a, b in zip(after_setup, after_verify)}),
@@ -119,6 +130,13 @@ def main():
               f"| {r['nodes_cpu']:.1f} / {r['setup_cpu']:.1f} | {busy:.0%} of {cores} | {r['verify_s']:.2f} "
               f"| {r['verify_s'] / base['verify_s']:.2f} | {'/'.join(map(str, r['setup_logins']))} / "
               f"{'/'.join(map(str, r['verify_logins']))} | {r['peak_mb']:.0f} |")
+    print()
+    print("| N | slowest node script (s) | orchestration overhead (s) | step times summed over nodes (s) |")
+    print("|---|---|---|---|")
+    for r in results:
+        top = sorted(r["step_sums"].items(), key=lambda kv: -kv[1])
+        print(f"| {r['n']} | {r['slowest_script_s']:.1f} | {r['overhead_s']:.1f} | "
+              + ", ".join(f"{name} {seconds:.1f}" for name, seconds in top if seconds >= 0.05) + " |")
     shutil.rmtree(keydir, ignore_errors=True)
 
 

@@ -61,6 +61,7 @@ class Session:
         self.config = None
         self.remembered = []
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
+        self.check_seconds = {}  # verify's round trip per node
         self.interrupted = False
         self.remember = True  # False: this run writes nothing on the laptop (a dry run)
 

@@ -9,6 +9,7 @@ the table. ``--json`` prints the results for scripts instead.
 import json as jsonlib
 import re
 import shutil
+import time
 
 from invoke import Collection, task
 
@@ -57,11 +58,12 @@ def verify_script(node, nodes, opts, available, failed=()):
 
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results = {}
+    results, seconds = {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
         script = verify_script(node, session.nodes, opts, available, failed=set(session.failed))
+        start = time.monotonic()
         result = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
         out = result.stdout
@@ -75,6 +77,7 @@ def run_checks(session, opts, quiet=False):
         if not ended:
             checks["checklist"] = ("fail", f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
         results[node.alias] = checks
+        seconds[node.alias] = round(time.monotonic() - start, 3)  # the round trip, checklist included
         return Outcome("ok")
 
     session.each("verify", check, quiet=True)
@@ -89,6 +92,7 @@ def run_checks(session, opts, quiet=False):
             counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in ("ok", "na")}
             session.report.line("verify", node, "ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
     session.checks = results
+    session.check_seconds = seconds
     return results
 
 
@@ -128,6 +132,7 @@ def verify(c, json=False):
         print(jsonlib.dumps({
             "ok": not session.failed,
             "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
+                                "seconds": session.check_seconds.get(n.alias),
                                 "failed": session.failed.get(n.alias, (None, None))[1],
                                 "checks": {k: {"status": s, "reason": r} for k, (s, r) in results.get(n.alias, {}).items()}}
                       for n in session.nodes},
