@@ -44,8 +44,8 @@ def test_cli_up_status_down_leaves_nothing(laptop_key):
                                "--name", "mncli"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert ("ip netns exec mncli-laptop fab -f /var/lib/multinode-sandbox/mncli/fabric.yaml "
-                "-H 198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11 hostkeys detect-user bootstrap") in up.stdout
+        assert "fab sandbox.shell --name mncli` opens a shell there" in up.stdout
+        assert "  fab -H 198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11 setup\n" in up.stdout
         status = subprocess.run(fab + ["sandbox.status", "--name", "mncli"], cwd=ROOT, capture_output=True, text=True)
         assert status.stdout.count("sshd running") == 2 and "user user" in status.stdout
     finally:
@@ -57,3 +57,24 @@ def test_cli_up_status_down_leaves_nothing(laptop_key):
     assert group is None or not group.parent.exists()  # its CPU accounting groups too
     bad = subprocess.run(fab + ["sandbox.up", "--nodes", "2", "--users", "a,b,c"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "3 users for 2 nodes" in bad.stderr
+
+
+def test_the_sandbox_cli_brings_its_own_laptop(laptop_key):
+    """sandbox.up from the CLI, then multinode run from the sandbox's laptop with no extra flags."""
+    fab = [str(ROOT / ".venv/bin/fab")]
+    run = lambda *args: subprocess.run([*fab, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
+    up = run("sandbox.up", "--name", "mncli", "--nodes", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "fab sandbox.shell --name mncli" in up.stdout
+        sb = Sandbox("mncli")
+        cmd = f"fab -H {sb.hosts} hostkeys detect-user >/dev/null && ssh rental1 hostname && fab detect-user | tail -1"
+        r = run("sandbox.shell", "--name", "mncli", "--command", cmd)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == ["node1", "all 2 node(s) ok"]  # the remembered cluster, its own ssh config
+        missing = run("sandbox.shell", "--name", "mnnone")
+        assert missing.returncode == 2 and missing.stderr.strip() == (
+            "multinode: sandbox mnnone is not up: run fab sandbox.up --name mnnone")
+    finally:
+        down = run("sandbox.down", "--name", "mncli")
+    assert down.returncode == 0 and not (Sandbox("mncli").dir.parent / ".laptop-mncli").exists()

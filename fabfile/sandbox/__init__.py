@@ -6,6 +6,8 @@ sandbox.down`` removes everything.
 """
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,10 +28,27 @@ def _need_root():
         raise Exit("multinode: the sandbox needs root (network namespaces, mounts)", code=2)
 
 
+def _need_tools():
+    """What the sandbox runs on: one line naming what is missing and how to get it."""
+    missing = [tool for tool in ("ip", "unshare", "nsenter", "chroot", "mount", "ssh-keygen", "git", "tmux")
+               if not shutil.which(tool)]
+    if not (image.image_path() / ".complete").exists() and not shutil.which("debootstrap"):
+        missing.append("debootstrap")
+    if missing:
+        raise Exit(f"multinode: the sandbox needs {', '.join(missing)}: apt-get install -y debootstrap iproute2 "
+                   "util-linux openssh-client git tmux (Debian/Ubuntu), or run ./demo, which installs them", code=2)
+    probe = subprocess.run(["ip", "netns", "add", "mnprobe"], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", "mnprobe"], capture_output=True)
+    if probe.returncode:
+        reason = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise Exit(f"multinode: the sandbox needs network namespaces, and `ip netns add` failed here ({reason}): "
+                   "run it as root on a Linux machine or VM (not in an unprivileged container)", code=2)
+
+
 @task(help={
     "nodes": "how many nodes (default: one per --users entry, else 3)",
     "users": "login user of each node, comma-separated, e.g. ubuntu,user,ubuntu (default: ubuntu)",
-    "key": "public key authorized on the nodes (default: ~/.ssh/id_ed25519.pub)",
+    "key": "public key authorized on the nodes (default: the sandbox laptop's own key, made for it)",
     "name": "sandbox name, up to 8 letters and digits (default: mnsb)",
     "containers": "node numbers that are root-only containers, as on RunPod/Vast.ai (login root, no sudo, "
                   "no Docker), e.g. 2 or 1,2",
@@ -46,8 +65,8 @@ def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None):
             names = names * count
         if len(names) != count:
             raise BadInput(f"bad --users {users!r}: {len(names)} users for {count} nodes")
-        key_path = Path(key or "~/.ssh/id_ed25519.pub").expanduser()
-        if not key_path.is_file():
+        key_path = Path(key).expanduser() if key else None
+        if key_path is not None and not key_path.is_file():
             raise BadInput(f"public key {str(key_path)!r} not found (ssh-keygen -t ed25519 makes one)")
         chosen = set()
         for part in (containers or "").split(","):
@@ -59,17 +78,73 @@ def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None):
         sandbox = Sandbox(name)
     except (BadInput, ValueError) as exc:
         raise Exit(f"multinode: {exc}", code=2) from None
-    sandbox.up(names, key_path.read_text(), containers=chosen)
+    _need_tools()
+    shutil.rmtree(laptop_dir(sandbox), ignore_errors=True)  # a new sandbox: a new laptop (no stale keys)
+    home = laptop_home(sandbox)
+    pubkey = key_path.read_text() if key_path else (home / ".ssh/id_ed25519.pub").read_text()
+    try:
+        sandbox.up(names, pubkey, containers=chosen)
+        Path(home / ".fabric.yaml").write_text(sandbox.forge.config_file.read_text())
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+        sandbox.down()
+        detail = getattr(exc, "stderr", None) or str(exc)
+        raise Exit(f"multinode: the sandbox did not come up: {' '.join(str(detail).split())[-300:]}", code=2) from None
     print(f"sandbox {name}: {count} node(s) up")
     for n in sandbox.nodes:
         print(f"  node{n['nid']}  public {n['public']:<13} private {n['private']:<13} user {n['user']}"
               + ("  (root-only container: no sudo, no Docker)" if n.get("container") else ""))
     print(f"  forge   {FORGE_IP}  git://{FORGE_IP}/workspace.git, dotfiles.git; http://{FORGE_IP}:8080/")
-    print("Run multinode from the laptop namespace (it reaches the public addresses only);")
-    print(f"{sandbox.forge.config_file} points bootstrap at the forge instead of the internet:")
-    print(f"  ip netns exec {sandbox.laptop} fab -f {sandbox.forge.config_file} -H {sandbox.hosts} "
-          "hostkeys detect-user bootstrap")
+    print(f"Its laptop: `fab sandbox.shell{'' if name == 'mnsb' else f' --name {name}'}` opens a shell there "
+          "(its own home, keys and settings), where multinode runs with no extra flags:")
+    print(f"  fab -H {sandbox.hosts} setup")
     print(f"Remove it with: fab sandbox.down --name {name}")
+
+
+def laptop_dir(sandbox):
+    return sandbox.dir.parent / f".laptop-{sandbox.name}"
+
+
+def laptop_home(sandbox):
+    """The sandbox laptop's own home: its key pair, its ~/.ssh, its multinode settings."""
+    home = laptop_dir(sandbox)
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = home / ".ssh/id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sandbox-laptop", "-f", str(key)],
+                       check=True, stdin=subprocess.DEVNULL)
+    return home
+
+
+SHELL_RC = """# The multinode sandbox's laptop: its own HOME; OpenSSH reads the passwd home, so ssh is told.
+[ -f /etc/bash.bashrc ] && . /etc/bash.bashrc
+ssh() { command ssh -F "$HOME/.ssh/config" -o UserKnownHostsFile="$HOME/.ssh/known_hosts" "$@"; }
+export -f ssh
+PS1="(sandbox laptop) \\w\\$ "
+"""
+
+
+@task(help={"name": "sandbox name (default: mnsb)",
+            "command": "run this command there instead of an interactive shell, e.g. \"fab verify\""})
+def shell(c, name="mnsb", command=None):
+    """Open a shell (or run a command) on the sandbox's laptop, where fab needs no extra flags."""
+    _need_root()
+    sandbox = Sandbox(name)
+    if not sandbox.nodes:
+        raise Exit(f"multinode: sandbox {name} is not up: run fab sandbox.up{'' if name == 'mnsb' else f' --name {name}'}",
+                   code=2)
+    home = laptop_home(sandbox)
+    rc = home / ".multinode-shellrc"
+    rc.write_text(SHELL_RC)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    if command:
+        env["BASH_ENV"] = str(rc)  # read by a non-interactive bash
+        argv = ["bash", "-c", command]
+    else:
+        argv = ["bash", "--rcfile", str(rc), "-i"]
+    proc = subprocess.run(sandbox.laptop_cmd(*argv, env=env), cwd=Path(__file__).resolve().parents[2])
+    if proc.returncode:
+        raise Exit(code=proc.returncode)
 
 
 @task(help={"name": "sandbox name (default: every sandbox on this machine)"})
@@ -77,7 +152,9 @@ def down(c, name=None):
     """Stop and remove the sandbox nodes, namespaces and files."""
     _need_root()
     for each in [name] if name else all_sandboxes() or ["mnsb"]:
-        Sandbox(each).down()
+        sandbox = Sandbox(each)
+        sandbox.down()
+        shutil.rmtree(laptop_dir(sandbox), ignore_errors=True)
         print(f"sandbox {each}: down")
 
 
@@ -101,5 +178,5 @@ def build_image(c):
 
 
 ns = Collection("sandbox")
-for t in (up, down, status, build_image):
+for t in (up, shell, down, status, build_image):
     ns.add_task(t)

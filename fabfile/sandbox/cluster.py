@@ -360,4 +360,4 @@ class Sandbox:
 
 
 def all_sandboxes():
-    return sorted(p.name for p in STATE_ROOT.iterdir()) if STATE_ROOT.exists() else []
+    return sorted(p.name for p in STATE_ROOT.iterdir() if p.name.isalnum()) if STATE_ROOT.exists() else []
