@@ -232,7 +232,7 @@ def test_multinode_command_works_outside_the_project(laptop, healthy):
     r = laptop.run(multinode, "-H", healthy.hosts, "hostkeys", "detect-user", cwd="/")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(rows(r.stdout, "detect-user")) == 3 and "all 3 node(s) ok" in r.stdout
-    assert laptop.run(multinode, "--list", cwd="/").stdout.count("sandbox.") == 4
+    assert laptop.run(multinode, "--list", cwd="/").stdout.count("sandbox.") == 5
 
 
 def test_the_users_ssh_config_changes_nothing_about_our_connections(laptop, healthy):

@@ -191,6 +191,8 @@ def test_ray_is_started_with_every_word_quoted(tmp_path):
     # tmux: runs a new session's command itself; ray: records its arguments, one per line.
     (fake / "tmux").write_text('#!/bin/bash\ncase $1 in new-session) bash -c "${@: -1}" >/dev/null 2>&1 & ;; '
                                'show-environment|has-session|capture-pane) exit 1 ;; esac\nexit 0\n')
+    (fake / "pgrep").write_text("#!/bin/sh\nexit 1\n")  # no raylet here (not another test's either)
+    (fake / "pgrep").chmod(0o755)
     venv = ws / "proj/venv/bin"
     venv.mkdir(parents=True)
     (venv / "ray").write_text(f'#!/bin/bash\nprintf "%s\\n" "$0" "$@" >{tmp_path}/ray.args\n')

@@ -59,7 +59,10 @@ def _alive(pid):
         os.kill(pid, 0)
     except (ProcessLookupError, TypeError):
         return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile
+        return False
 
 
 def _namespaces():
