@@ -78,3 +78,21 @@ def test_the_sandbox_cli_brings_its_own_laptop(laptop_key):
     finally:
         down = run("sandbox.down", "--name", "mncli")
     assert down.returncode == 0 and not (Sandbox("mncli").dir.parent / ".laptop-mncli").exists()
+
+
+def test_the_readmes_first_command_ends_with_a_ready_cluster():
+    """./demo as the README runs it (its tools already here: it installs nothing), then verify as documented."""
+    import os
+
+    env = {**os.environ, "MULTINODE_SANDBOX": "mndemo"}
+    try:
+        r = subprocess.run([str(ROOT / "demo")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Cluster Ready: 3 node(s) setup and verified" in r.stdout
+        assert "uv run fab sandbox.shell --name mndemo" in r.stdout and "uv run fab sandbox.down --name mndemo" in r.stdout
+        v = subprocess.run([str(ROOT / ".venv/bin/fab"), "sandbox.shell", "--name", "mndemo", "--command", "fab verify"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert v.returncode == 0, v.stdout + v.stderr
+        assert "✗" not in v.stdout and "all 3 node(s) ok" in v.stdout
+    finally:
+        subprocess.run([str(ROOT / ".venv/bin/fab"), "sandbox.down", "--name", "mndemo"], cwd=ROOT, capture_output=True)
