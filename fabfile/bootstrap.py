@@ -5,26 +5,22 @@ directory on the node (files 0600), which the script removes when it ends:
 never in a command line, the rendered script, a log or this output.
 """
 
-import os
 import re
 import secrets
-import subprocess
-import tempfile
 import time
-import urllib.parse
-from pathlib import Path
 
 from invoke import Collection, task
 
 from .schema import STEP_NAMES
 from .connections import NodeError, bounded_sftp
 from .inventory import BadInput
-from .localfiles import log_dir, private_log, read_text, write_atomic
+from .localfiles import log_dir, private_log
 from .raycluster import check_ray
 from .progress import Progress
-from .render import command, quote, render, shell_args
+from .render import command, render, shell_args
 from .runreport import NodeRun, show_logs, show_table, write_summary
 from .session import Outcome, checks_arguments, session_of
+from .staging import cluster_key, private_dir, staged_files, without_credentials
 
 # Each run stages in a directory of its own (an old run's cleanup never meets
 # the new run's secrets); the script is written beside and renamed into place.
@@ -53,107 +49,6 @@ def repo_name(repo):
 def venv_bin(opts, program):
     """Where ``program`` is in the workspace venv on a node."""
     return f"{opts['workspace']}/{repo_name(opts['repo'])}/venv/bin/{program}"
-
-
-def secret_value(name, opts):
-    path = opts["secrets"]["files"].get(name)
-    if path:
-        try:
-            return Path(path).expanduser().read_text().strip() or None
-        except OSError:
-            return None
-    return os.environ.get(name) or None
-
-
-def staged_files(opts, key_path, nodes):
-    """{name: bytes} sent to every node's staging directory, and missing secret names."""
-    files, missing = {}, []
-    env_lines = []
-    for name in opts["secrets"]["env"]:
-        value = secret_value(name, opts)
-        if value is None:
-            missing.append(name)
-        else:
-            env_lines.append(f"export {name}={quote(value)}\n")
-    if env_lines:
-        files["env"] = "".join(env_lines)
-    for kind, fname, fmt in (
-        ("wandb", "netrc", "machine api.wandb.ai\n  login user\n  password {}\n"),
-        ("huggingface", "hf_token", "{}\n"),
-    ):
-        name = opts["secrets"][kind]
-        if name:
-            value = secret_value(name, opts)
-            if value is None:
-                missing.append(name)
-            else:
-                files[fname] = fmt.format(value)
-    credentials = [line for _, line in (split_credentials(opts["repo"]["url"]),
-                                        split_credentials(opts["dotfiles"]["repo"])) if line]
-    if credentials:
-        files["git-credentials"] = "".join(f"{line}\n" for line in dict.fromkeys(credentials))
-    age = Path(opts["dotfiles"]["age_key"]).expanduser()
-    if opts["dotfiles"]["repo"] and age.is_file():
-        files["age_key"] = age.read_text()
-    if key_path is not None:  # None: --dry-run of a cluster that has no key yet
-        pub = Path(f"{key_path}.pub").read_text().strip()
-        files["cluster_key"] = key_path.read_text()
-        files["cluster_key.pub"] = pub + "\n"
-        files["cluster_key.authorized"] = f'from="{",".join(n.private for n in nodes)}" {pub}\n'
-    return {k: v.encode() for k, v in files.items()}, missing
-
-
-def cluster_signature(nodes):
-    """Which machines a cluster is: a new -H cluster gets a new key."""
-    return "".join(f"{n.public} {n.port} {n.private}\n" for n in nodes)
-
-
-def cluster_key(state_path, nodes, create=True):
-    """The cluster's own key pair (never the laptop's key), fresh for each cluster.
-
-    Kept beside the remembered cluster with the list of machines it is for;
-    another list (a new cluster) makes a new pair and forgets the old one,
-    whose line leaves each node's authorized_keys when it joins the new
-    cluster. Without ``create``: None where a new pair would be made.
-    """
-    path = Path(state_path).with_name("cluster_key")
-    owner = path.with_name("cluster_key.cluster")
-    if path.exists() and Path(f"{path}.pub").exists() and read_text(owner) == cluster_signature(nodes):
-        return path
-    if not create:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        new = Path(tmp, "key")
-        comment = f"multinode-cluster {time.strftime('%Y-%m-%d')} {secrets.token_hex(3)}"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(new)],
-                       check=True, stdin=subprocess.DEVNULL)
-        os.replace(new, path)
-        os.replace(f"{new}.pub", f"{path}.pub")
-    write_atomic(owner, cluster_signature(nodes), mode=0o600, backup=False)
-    return path
-
-
-def split_credentials(url):
-    """``(url without its user:password, a git-credential-store line or None)``.
-
-    A token in an http(s) URL (``https://user:TOKEN@host/repo.git``) never
-    reaches a command line, the script or a log: the node's git gets it from
-    a staged credential file.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
-        return url, None
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    clean = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    user, password = (urllib.parse.quote(urllib.parse.unquote(v or ""), safe="") for v in (parts.username, parts.password))
-    return clean, f"{parts.scheme}://{user}:{password}@{host}"
-
-
-def without_credentials(opts):
-    """``opts`` with the repository URLs cleaned (see `split_credentials`)."""
-    return {**opts, "repo": {**opts["repo"], "url": split_credentials(opts["repo"]["url"])[0]},
-            "dotfiles": {**opts["dotfiles"], "repo": split_credentials(opts["dotfiles"]["repo"])[0]}}
 
 
 def node_script(node, nodes, opts, missing, peers=None):
@@ -189,19 +84,6 @@ def parse_steps(output):
 def step_times(output):
     """{name: seconds} of the STEP lines in ``output`` that carry a duration."""
     return {m.group(1): float(m.group(4)) for m in map(STEP_RE.match, output.splitlines()) if m and m.group(4)}
-
-
-def private_dir(sftp, path):
-    """Make ``path`` (under the login home) a directory only its owner can enter, parents too."""
-    parts = path.split("/")
-    for depth in range(1, len(parts) + 1):
-        sub = "/".join(parts[:depth])
-        try:
-            sftp.stat(sub)
-        except FileNotFoundError:
-            sftp.mkdir(sub, 0o700)
-    for depth in range(2, len(parts) + 1):  # ours alone: the parents we own, not ~/.cache itself
-        sftp.chmod("/".join(parts[:depth]), 0o700)
 
 
 def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):

@@ -13,7 +13,8 @@ import time
 
 from invoke import Collection, task
 
-from .bootstrap import secret_value, repo_name
+from .bootstrap import repo_name
+from .staging import secret_value
 from .headssh import worker_name
 from .raycluster import RAY_MEMBERS
 from .render import command, render

@@ -167,7 +167,7 @@ def test_verify_knows_every_check_its_checklist_holds():
 
 
 def test_credentials_in_repository_urls_are_split_off():
-    from fabfile.bootstrap import split_credentials
+    from fabfile.staging import split_credentials
 
     assert split_credentials("https://bob:gh_T0k%2Fen@git.example:8443/org/r.git?x=1") == (
         "https://git.example:8443/org/r.git?x=1", "https://bob:gh_T0k%2Fen@git.example:8443")
