@@ -61,3 +61,32 @@ def test_on_a_terminal_a_live_table_shows_each_nodes_step_and_its_time(laptop, h
         assert re.search(r"^rental1\s+bootstrap\s+changed", final, re.M), final
     finally:
         laptop.run(*tmux, "kill-server")
+
+
+def test_ctrl_c_on_a_terminal_stops_at_once_and_leaves_it_clean(laptop, healthy):
+    sb = healthy
+    node_sh(sb, 1, "rm -f ~/.slow-done")
+    slow_config(laptop, sb, 40)
+    node = sb.nodes[1]
+    assert laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user").returncode == 0
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
+    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} bootstrap; echo EXIT=$? >{laptop.home}/exit; sleep 60"
+    tmux = ["tmux", "-L", "mnctrlc"]
+    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    try:
+        deadline = time.time() + 60
+        while "fetching the slow tool" not in laptop.run(*tmux, "capture-pane", "-p").stdout:
+            assert time.time() < deadline, "the slow step never showed"
+            time.sleep(0.3)
+        start = time.monotonic()
+        laptop.run(*tmux, "send-keys", "C-c")
+        while not (laptop.home / "exit").exists():
+            assert time.monotonic() - start < 10, "Ctrl-C did not stop the run"
+            time.sleep(0.2)
+        assert (laptop.home / "exit").read_text() == "EXIT=130\n"
+        screen = laptop.run(*tmux, "capture-pane", "-p", "-S", "-100").stdout
+        assert "multinode: interrupted during bootstrap" in screen and "Traceback" not in screen
+        assert laptop.run(*tmux, "display", "-p", "#{cursor_flag}").stdout.strip() == "1"  # the cursor is back
+    finally:
+        laptop.run(*tmux, "kill-server")
+        node_sh(sb, 1, "pkill -f multinode/node.sh; pkill -fx 'sleep 40'; true")
