@@ -13,11 +13,6 @@ import sys
 import threading
 import time
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
 STYLE = {"failed": "bold red", "ok": "green", "changed": "green", "running": ""}
 
 
@@ -93,6 +88,9 @@ class Progress:
 
     # -- showing it -----------------------------------------------------------
     def table(self):
+        from rich.table import Table  # rich is imported only where a terminal shows the table (60 ms)
+        from rich.text import Text
+
         table = Table(box=None, pad_edge=False, expand=False)
         for name in ("node", "task", "step", "for", "last output"):
             table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=None if name != "last output" else 80)
@@ -126,6 +124,9 @@ class Progress:
 
     def __enter__(self):
         if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
             self.live = Live(self.table(), console=Console(file=sys.stdout), refresh_per_second=4,
                              transient=False, redirect_stdout=True, redirect_stderr=False)
             self.live.start()
