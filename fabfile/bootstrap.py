@@ -158,28 +158,20 @@ def bootstrap(c, dry_run=False, tail=None):
     def run(node, cxn):
         start = time.monotonic()
         log_path = logs / f"setup_{node.alias}.log"
-        progress.start(node)
-        try:
-            with private_log(log_path) as log:
-                result = send_and_run(cxn, scripts[node.alias], files, progress.stream(node, log),
-                                      opts["script_timeout"])
-        except BaseException:
-            progress.finish(node, "failed")
-            raise
+        with private_log(log_path) as log:
+            result = send_and_run(cxn, scripts[node.alias], files, progress.stream(node, log), opts["script_timeout"])
         steps = parse_steps(result.stdout)
         results[node.alias] = NodeRun(steps, step_times(result.stdout), time.monotonic() - start, log_path,
                                       result.exited)
         failed = [name for name, status, _ in steps if status == "failed"]
         if result.exited != 0:
-            progress.finish(node, "failed")
             raise NodeError(f"node script exited {result.exited}"
                             + (f"; failed step(s): {', '.join(failed)}" if failed else "") + f" (log: {log_path})")
         changed = [name for name, status, _ in steps if status == "changed"]
-        progress.finish(node, "changed" if changed else "ok")
         return Outcome("changed" if changed else "ok", f"{len(steps)} steps, changed: {', '.join(changed) or 'none'}")
 
     with Progress(session.report, "bootstrap", opts["progress_interval"]) as progress:
-        session.each("bootstrap", run)
+        session.each("bootstrap", run, progress=progress)
     show_logs(session, results, tail)
     show_table(session, results)
     write_summary(session, results, logs / "bootstrap.json")

@@ -1,9 +1,10 @@
-"""Live progress of the node scripts: what each node does now, and for how long.
+"""Live progress of a task on the nodes: what each node does now, and for how long.
 
 On a terminal: a table redrawn a few times a second (rich), a row per node
-with the task, its current step, that step's elapsed time and the node's last
-line of output (trimmed to the width); failed rows stand out; the table stays
-as the summary. Without a terminal (CI, a pipe, ``| tee``): the usual
+with the task, its current step (node scripts), that step's elapsed time and
+the node's last line of output (trimmed to the width); failed rows stand
+out; bootstrap's table stays as the summary, a short task's goes once its
+per-node lines are printed. Without a terminal (CI, a pipe, ``| tee``): the usual
 per-node lines, plus one line per node for every ``progress_interval``
 seconds a step has been running, naming the step, its elapsed time and the
 node's last line. A node stuck on a step is visible within seconds either way.
@@ -54,8 +55,8 @@ class Lines:
 class Progress:
     """The live view of one task over the nodes (a context manager)."""
 
-    def __init__(self, report, task, interval=30, tty=None):
-        self.report, self.task, self.interval = report, task, interval
+    def __init__(self, report, task, interval=30, tty=None, transient=False):
+        self.report, self.task, self.interval, self.transient = report, task, interval, transient
         self.tty = (sys.stdout.isatty() and not report.quiet) if tty is None else tty
         self.nodes = {}
         self.lock = threading.Lock()
@@ -84,7 +85,7 @@ class Progress:
         with self.lock:
             state = self.nodes.get(node.alias)
             if state is not None:
-                state.status, state.step = status, "done" if status != "failed" else state.step
+                state.status = status
 
     # -- showing it -----------------------------------------------------------
     def table(self):
@@ -128,7 +129,7 @@ class Progress:
             from rich.live import Live
 
             self.live = Live(self.table(), console=Console(file=sys.stdout), refresh_per_second=4,
-                             transient=False, redirect_stdout=True, redirect_stderr=False)
+                             transient=self.transient, redirect_stdout=True, redirect_stderr=False)
             self.live.start()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -9,6 +9,7 @@ reused by every later task of the same run.
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from invoke.exceptions import Exit
@@ -16,6 +17,7 @@ from invoke.exceptions import Exit
 from .config import options, settings
 from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login
 from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
+from .progress import Progress
 from .report import Reporter
 
 
@@ -117,21 +119,27 @@ class Session:
                 self.skipped.add((task, node.alias))
                 self.report.line(task, node, "skipped", f"failed earlier in {failed_in}")
 
-    def each(self, task, fn, connect=True, quiet=False, only=None):
+    def each(self, task, fn, connect=True, quiet=False, only=None, progress=None):
         """Run ``fn(node, cxn)`` (``fn(node)`` unless ``connect``) on every live node (of ``only``).
 
         Returns ``{alias: Outcome}`` for the nodes that succeeded. Failures are
         reported at once; successes too, unless ``quiet`` (the task reports).
+        While it runs, a live view shows which nodes are still at it (see
+        `Progress`; ``progress``: the task's own, already shown).
         """
         self.skip_failed(task, only or self.nodes)
+        view = progress or Progress(self.report, task, self.options["progress_interval"], transient=True)
 
         def work(node):
+            view.start(node)
             try:
                 outcome = fn(node, self.connection(node)) if connect else fn(node)
             except Exception as exc:  # one node's failure never stops the others
+                view.finish(node, "failed")
                 if not self.interrupted:  # else: its connection was closed on purpose
                     self.fail(node, task, describe(exc))
                 return node.alias, None
+            view.finish(node, outcome.status)
             if not quiet:
                 self.report.line(task, node, outcome.status, outcome.detail)
             return node.alias, outcome
@@ -141,7 +149,8 @@ class Session:
             return {}
         pool = ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets)))
         try:
-            results = dict(pool.map(work, targets))
+            with view if progress is None else nullcontext():
+                results = dict(pool.map(work, targets))
         except KeyboardInterrupt:
             self.interrupt(task, len(targets))
         finally:

@@ -90,3 +90,33 @@ def test_ctrl_c_on_a_terminal_stops_at_once_and_leaves_it_clean(laptop, healthy)
     finally:
         laptop.run(*tmux, "kill-server")
         node_sh(sb, 1, "pkill -f multinode/node.sh; pkill -fx 'sleep 40'; true")
+
+
+def test_every_task_shows_who_is_still_at_it_and_then_only_its_lines(laptop, healthy):
+    """A short task on a terminal: a live row per node while it runs (a dead node's time growing),
+    then the table goes and the per-node lines stay."""
+    sb = healthy
+    laptop.configure(log_dir=str(laptop.home / "logs"))
+    assert laptop.fab("-H", sb.hosts, "hostkeys").returncode == 0
+    sb.exec(2, "ip", "link", "set", "eth0", "down")  # rental2 stops answering
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
+    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} -t 6 hostkeys; echo EXIT=$? >{laptop.home}/exit; sleep 60"
+    tmux = ["tmux", "-L", "mnshort"]
+    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    try:
+        seen = []
+        deadline = time.time() + 30
+        while time.time() < deadline and not (laptop.home / "exit").exists():
+            m = re.search(r"^rental2\s+hostkeys\s+-\s+(\d+)s", laptop.run(*tmux, "capture-pane", "-p").stdout, re.M)
+            if m:
+                seen.append(int(m.group(1)))
+            time.sleep(0.3)
+        assert (laptop.home / "exit").read_text() == "EXIT=1\n"
+        assert len(seen) >= 2 and seen[-1] > seen[0], seen
+        final = laptop.run(*tmux, "capture-pane", "-p", "-S", "-100").stdout
+        assert "last output" not in final  # the live table is gone ...
+        assert re.search(r"^hostkeys\s+rental2\s+198\.18\.0\.12\s+FAILED", final, re.M), final  # ... its lines stay
+        assert re.search(r"^hostkeys\s+rental0\s+198\.18\.0\.10\s+ok", final, re.M), final
+    finally:
+        laptop.run(*tmux, "kill-server")
+        sb.exec(2, "ip", "link", "set", "eth0", "up")
