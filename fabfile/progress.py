@@ -113,8 +113,8 @@ class Progress:
                 state.beat = now
         for state in due:
             last = f": {state.last[:120]}" if state.last else ""
-            self.report.write(f"{state.task:<12} {state.alias}  still in step {state.step} after "
-                              f"{elapsed(now - state.since)}{last}")
+            doing = "still at it" if state.step == "-" else f"still in step {state.step}"
+            self.report.write(f"{state.task:<12} {state.alias}  {doing} after {elapsed(now - state.since)}{last}")
 
     def _run(self):
         while not self.stop.wait(0.25 if self.tty else 1.0):

@@ -70,3 +70,4 @@ def test_logs_are_private_and_never_written_through_a_link(tmp_path, monkeypatch
     with pytest.raises(OSError):
         private_log(logs / "setup_rental1.log")
     assert victim.read_text() == "mine\n"
+

@@ -1,0 +1,32 @@
+"""Unit tests: the progress view without a terminal (heartbeat lines)."""
+
+import io
+
+from fabfile.inventory import parse_hosts
+from fabfile.progress import Progress, elapsed
+from fabfile.report import Reporter
+
+
+def test_elapsed_reads_well():
+    assert [elapsed(s) for s in (0, 59, 60, 185, 3725)] == ["0s", "59s", "1m00s", "3m05s", "1h02m"]
+
+
+def test_heartbeat_lines_name_the_step_or_say_still_at_it():
+    nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
+    for n in nodes:
+        n.alias = f"rental{n.nid}"
+    out = io.StringIO()
+    progress = Progress(Reporter(nodes, stream=out), "verify", interval=1, tty=False)
+    for n in nodes:
+        progress.start(n)
+    progress.line(nodes[1], "--- python")
+    progress.line(nodes[1], "Resolved 3 packages")
+    for state in progress.nodes.values():
+        state.since -= 65
+        state.beat -= 2
+    progress.heartbeat()
+    assert out.getvalue().splitlines() == ["verify       rental0  still at it after 1m05s",
+                                           "verify       rental1  still in step python after 1m05s: Resolved 3 packages"]
+    progress.finish(nodes[0], "ok")
+    progress.heartbeat()  # none due: rental1's was just printed, rental0 is done
+    assert len(out.getvalue().splitlines()) == 2
