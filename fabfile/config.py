@@ -71,6 +71,12 @@ DEFAULTS = {
     # default post-quantum sntrup761 costs the head about 8x the CPU per connection.
     # Empty: OpenSSH's default.
     "head_ssh": {"kex_algorithms": "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256"},
+    # GPUs each node must have: count (0: none expected, no GPU row fails) and a model
+    # name part ("H100"); verify shows what nvidia-smi reports either way.
+    "gpu": {"count": 0, "model": ""},
+    # Facts that must match across nodes (gpu, driver, cuda, python, torch, packages):
+    # those listed here may differ.
+    "consistency": {"ignore": []},
     # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
     "notify": {"urls": [], "desktop": True},
     # Seconds a node's bootstrap script may run before the node is failed (a hang

@@ -53,13 +53,13 @@ def verify_script(node, nodes, opts, available, failed=()):
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
-        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker")},
+        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu")},
     )
 
 
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results, seconds = {}, {}
+    results, seconds, facts = {}, {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
@@ -78,10 +78,13 @@ def run_checks(session, opts, quiet=False):
         if not ended:
             checks["checklist"] = ("fail", f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
         results[node.alias] = checks
+        facts[node.alias] = dict(line[5:].split(" ", 1) for line in out.splitlines()
+                                 if line.startswith("FACT ") and " " in line[5:])
         seconds[node.alias] = round(time.monotonic() - start, 3)  # the round trip, checklist included
         return Outcome("ok")
 
     session.each("verify", check, quiet=True)
+    consistency(session.nodes, results, facts, opts["consistency"]["ignore"])
     for node in session.nodes:
         if node.alias not in results:
             continue
@@ -94,7 +97,41 @@ def run_checks(session, opts, quiet=False):
             session.report.line("verify", node, "ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
     session.checks = results
     session.check_seconds = seconds
+    session.facts = facts
     return results
+
+
+FACTS = ("gpu", "driver", "cuda", "python", "torch", "packages")
+
+
+def consistency(nodes, results, facts, ignore):
+    """The ``consistent`` check: what a distributed job needs alike on every node, against the head's."""
+    head = next((n.alias for n in nodes if n.alias in facts), None)
+    for node in nodes:
+        if node.alias not in results:
+            continue
+        if len(facts) < 2:
+            results[node.alias]["consistent"] = ("na", "single node" if len(nodes) == 1 else "one node checked")
+            continue
+        differ = [f"{name} {facts[node.alias].get(name, '?')} (head: {facts[head].get(name, '?')})"
+                  for name in FACTS if name not in ignore and facts[node.alias].get(name) != facts[head].get(name)]
+        results[node.alias]["consistent"] = ("fail", "differs from the head: " + "; ".join(differ)) if differ \
+            else ("ok", "")
+
+
+def facts_table(nodes, facts, ignore=()):
+    """A row per node of what must match; a value differing from the head's is marked ✗."""
+    aliases = [n.alias for n in nodes if n.alias in facts]
+    if len(aliases) < 2:
+        return ""
+    head = facts[aliases[0]]
+    cols = [name for name in FACTS if any(name in facts[a] for a in aliases)]
+    rows = [["node"] + cols]
+    for alias in aliases:
+        rows.append([alias] + [("" if facts[alias].get(c) == head.get(c) or c in ignore else "✗ ")
+                               + facts[alias].get(c, "?") for c in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def table(nodes, results, width=None):
@@ -134,6 +171,7 @@ def verify(c, json=False):
             "ok": not session.failed,
             "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
                                 "seconds": session.check_seconds.get(n.alias),
+                                "facts": session.facts.get(n.alias, {}),
                                 "failed": session.failed.get(n.alias, (None, None))[1],
                                 "checks": {k: {"status": s, "reason": r} for k, (s, r) in results.get(n.alias, {}).items()}}
                       for n in session.nodes},
@@ -142,6 +180,10 @@ def verify(c, json=False):
     if results:
         print()
         print(table(session.nodes, results))
+        consistent = facts_table(session.nodes, session.facts, opts["consistency"]["ignore"])
+        if consistent:
+            print("\nconsistency (against the head)")
+            print(consistent)
 
 
 ns = Collection("verify")

@@ -162,7 +162,8 @@ def test_verify_knows_every_check_its_checklist_holds():
     head = expected_checks(verify_script(nodes[0], nodes, o, available))
     assert head == ["workspace", "repo", "venv-python", "uv", "env-file", "env:A_KEY", "wandb-netrc", "hf-token",
                     "chezmoi", "age", "age-key", "chezmoi-toml", "age-recipient", "decrypt", "dotfiles", "ssh-key",
-                    "ssh-config", "git-email", "docker", "docker-group", "etc-hosts", "nccl", "nccl-tmux",
+                    "ssh-config", "git-email", "docker", "docker-group", "gpu-count", "gpu-driver", "gpu-ecc",
+                    "gpu-fabricmanager", "etc-hosts", "nccl", "nccl-tmux",
                     "tmux-exec", "tmux-ray", "nccl-ray", "ray-cluster", "tool:nvtop"]
 
 

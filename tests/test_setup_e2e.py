@@ -227,3 +227,36 @@ def test_a_checklist_killed_midway_fails_verify(configured, healthy):
     assert checks["tmux-exec"]["reason"].startswith("no result: the checklist stopped early (exit ")
     assert data["nodes"]["rental1"]["failed"] is not None
     assert data["ok"] is False
+
+
+def test_gpu_rows_and_consistency_across_nodes(configured, healthy):
+    """Fake nvidia-smi on every node: the GPU rows, then a node one GPU short and a node with another driver."""
+    laptop, sb = configured, healthy
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"]["gpu"] = {"count": 8, "model": "H100"}
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    try:
+        for nid in range(3):
+            sb.fake_gpus(nid, 8)
+        assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+        data = json.loads(laptop.fab("verify", "--json").stdout)["nodes"]
+        for nid in range(3):
+            checks = data[f"rental{nid}"]["checks"]
+            assert checks["gpu-count"] == {"status": "ok", "reason": "8 x NVIDIA H100 80GB HBM3, 81559 MiB"}
+            assert checks["gpu-driver"] == {"status": "ok", "reason": "550.54.15, CUDA 12.4"}
+            assert checks["gpu-ecc"]["status"] == "ok" and checks["consistent"]["status"] == "ok"
+            assert data[f"rental{nid}"]["facts"]["driver"] == "550.54.15"
+
+        sb.fake_gpus(2, 7)  # a GPU fell off the bus
+        sb.fake_gpus(1, 8, driver="535.104.05", ecc=3)
+        r = laptop.fab("verify")
+        assert r.returncode == 1
+        assert "✗ rental2 gpu-count: 7 GPU(s), 8 expected (multinode.gpu.count)" in r.stdout
+        assert "✗ rental1 consistent: differs from the head: driver 535.104.05 (head: 550.54.15)" in r.stdout
+        assert "✗ rental1 gpu-ecc: uncorrected ECC errors on GPU 0: 3 (reset or replace it)" in r.stdout
+        table = r.stdout[r.stdout.index("consistency (against the head)"):]
+        assert re.search(r"^rental1 .*✗ 535\.104\.05", table, re.M) and re.search(r"^rental2 .*✗ 7 x NVIDIA", table, re.M)
+        assert "✗ rental0 gpu" not in r.stdout and "✗ rental0 consistent" not in r.stdout  # the head, as it was
+    finally:
+        for nid in range(3):
+            sb.fake_gpus(nid, 0)

@@ -52,8 +52,9 @@ def _need_tools():
     "name": "sandbox name, up to 8 letters and digits (default: mnsb)",
     "containers": "node numbers that are root-only containers, as on RunPod/Vast.ai (login root, no sudo, "
                   "no Docker), e.g. 2 or 1,2",
+    "gpus": "give every node a fake nvidia-smi reporting this many GPUs (default: none)",
 })
-def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None):
+def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None, gpus=None):
     """Start simulated rental nodes on this machine, to try multinode on."""
     _need_root()
     try:
@@ -85,6 +86,8 @@ def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None):
     try:
         sandbox.up(names, pubkey, containers=chosen)
         Path(home / ".fabric.yaml").write_text(sandbox.forge.config_file.read_text())
+        for nid in range(len(sandbox.nodes)) if gpus else ():
+            sandbox.fake_gpus(nid, int(gpus))
     except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
         sandbox.down()
         detail = getattr(exc, "stderr", None) or str(exc)

@@ -291,6 +291,24 @@ class Sandbox:
         sh("chroot", root, "ssh-keygen", "-A")
         self.start_sshd(nid)
 
+    def fake_gpus(self, nid, count=8, model="NVIDIA H100 80GB HBM3", memory=81559, driver="550.54.15", cuda="12.4",
+                  ecc=0):
+        """Give node ``nid`` a fake ``nvidia-smi`` answering verify's queries (no GPU exists here);
+        ``count`` 0 takes it away."""
+        path = Path(self.nodes[nid]["root"]) / "usr/local/bin/nvidia-smi"
+        if not count:
+            path.unlink(missing_ok=True)
+            return
+        rows = "".join(f"{model}, {memory}, {driver}, {ecc if i == 0 else 0}\\n" for i in range(count))
+        path.write_text(
+            "#!/bin/bash\n# sandbox: a fake nvidia-smi (multinode's tests)\n"
+            'case "$*" in\n'
+            f'  *--query-gpu=*) printf "{rows}" ;;\n'
+            f'  "") printf "| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: {cuda}     |\\n" ;;\n'
+            '  *) echo "fake nvidia-smi: unsupported query: $*" >&2; exit 2 ;;\n'
+            "esac\n")
+        path.chmod(0o755)
+
     def sshd_log(self, nid):
         return (Path(self.nodes[nid]["dir"]) / "sshd.log").read_text()
 
