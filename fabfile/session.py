@@ -65,6 +65,7 @@ class Session:
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
         self.check_seconds = {}  # verify's round trip per node
         self.facts = {}  # verify's facts per node (GPU, driver, CUDA, Python, torch, packages)
+        self.pairs = []  # verify's unreachable pairs of nodes
         self.interrupted = False
         self.remember = True  # False: this run writes nothing on the laptop (a dry run)
 

@@ -51,15 +51,16 @@ def verify_script(node, nodes, opts, available, failed=()):
     return render(
         "verify.sh.j2",
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
-        workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed], ray_head_ip=nodes[0].private,
+        workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed],
+        others=[n.private for n in nodes if n.alias not in failed and n.alias != node.alias], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
-        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu")},
+        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu", "network")},
     )
 
 
 def run_checks(session, opts, quiet=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results, seconds, facts = {}, {}, {}
+    results, seconds, facts, reached = {}, {}, {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
@@ -80,11 +81,13 @@ def run_checks(session, opts, quiet=False):
         results[node.alias] = checks
         facts[node.alias] = dict(line[5:].split(" ", 1) for line in out.splitlines()
                                  if line.startswith("FACT ") and " " in line[5:])
+        reached[node.alias] = dict(line[5:].split(" ", 1) for line in out.splitlines() if line.startswith("PAIR "))
         seconds[node.alias] = round(time.monotonic() - start, 3)  # the round trip, checklist included
         return Outcome("ok")
 
     session.each("verify", check, quiet=True)
     consistency(session.nodes, results, facts, opts["consistency"]["ignore"])
+    session.pairs = pair_checks(session.nodes, results, reached)
     for node in session.nodes:
         if node.alias not in results:
             continue
@@ -117,6 +120,21 @@ def consistency(nodes, results, facts, ignore):
                   for name in FACTS if name not in ignore and facts[node.alias].get(name) != facts[head].get(name)]
         results[node.alias]["consistent"] = ("fail", "differs from the head: " + "; ".join(differ)) if differ \
             else ("ok", "")
+
+
+def pair_checks(nodes, results, reached):
+    """``pairs``: each node reached every other over the private network; the failed pairs, in order."""
+    by_private = {n.private: n.alias for n in nodes}
+    bad = []
+    for node in nodes:
+        if node.alias not in results or len(nodes) < 2:
+            continue
+        failed = [(by_private.get(ip, ip), ip, why) for ip, why in reached.get(node.alias, {}).items() if why != "ok"]
+        for target, ip, why in failed:
+            bad.append(f"{node.alias} -> {target} ({ip}): {why}")
+        results[node.alias]["pairs"] = ("fail", "; ".join(f"-> {t}: {w}" for t, _, w in failed)) if failed \
+            else ("ok", f"{len(reached.get(node.alias, {}))} peer(s)")
+    return bad
 
 
 def facts_table(nodes, facts, ignore=()):
@@ -180,6 +198,9 @@ def verify(c, json=False):
     if results:
         print()
         print(table(session.nodes, results))
+        if session.pairs:
+            print("\nprivate network: unreachable pairs")
+            print("\n".join(f"  {pair}" for pair in session.pairs))
         consistent = facts_table(session.nodes, session.facts, opts["consistency"]["ignore"])
         if consistent:
             print("\nconsistency (against the head)")

@@ -260,3 +260,20 @@ def test_gpu_rows_and_consistency_across_nodes(configured, healthy):
     finally:
         for nid in range(3):
             sb.fake_gpus(nid, 0)
+
+
+def test_every_pair_of_nodes_is_checked_and_a_cut_link_is_named(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+    sb.cut(1, 2)  # rental2 has no route back to rental1: the link is gone both ways
+    try:
+        r = laptop.fab("verify")
+    finally:
+        sb.cut(1, 2, cut=False)
+    section = r.stdout[r.stdout.index("private network: unreachable pairs"):].split("\n\n")[0].splitlines()[1:]
+    assert sorted(line.strip() for line in section) == [
+        "rental1 -> rental2 (198.19.0.12): timeout", "rental2 -> rental1 (198.19.0.11): no route"]
+    assert "✗ rental1 pairs: -> rental2: timeout" in r.stdout and "✗ rental2 pairs: -> rental1: no route" in r.stdout
+    assert "✗ rental0 pairs" not in r.stdout
+    after = json.loads(laptop.fab("verify", "--json").stdout)["nodes"]
+    assert all(after[f"rental{n}"]["checks"]["pairs"]["status"] == "ok" for n in range(3))

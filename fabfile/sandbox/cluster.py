@@ -309,6 +309,13 @@ class Sandbox:
             "esac\n")
         path.chmod(0o755)
 
+    def cut(self, a, b, cut=True):
+        """Cut (or, with ``cut=False``, mend) the private link between nodes ``a`` and ``b``:
+        node ``b`` gets no route back to ``a``, so neither reaches the other."""
+        action = "add" if cut else "del"
+        sh("ip", "-n", self.nodes[b]["ns"], "route", action, "unreachable", f"{self.nodes[a]['private']}/32",
+           check=cut)
+
     def sshd_log(self, nid):
         return (Path(self.nodes[nid]["dir"]) / "sshd.log").read_text()
 
