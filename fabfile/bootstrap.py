@@ -176,7 +176,17 @@ def bootstrap(c, dry_run=False, tail=None):
     show_table(session, results)
     write_summary(session, results, logs / "bootstrap.json")
     if len(nodes) > 1 and opts["ray"]["enabled"]:
-        check_ray(session, opts, venv_bin(opts, "python"))
+        def rejoin(nodes):
+            """Restart the Ray of ``nodes`` (their ray step, forced): they join the head as it is now."""
+            restart = command("env", "MULTINODE_RAY_RESTART=1", "bash", SCRIPT, f"{STAGE}/none", "--step", "ray")
+
+            def again(node, cxn):
+                out = cxn.run(restart, hide=True, in_stream=False, timeout=opts["check_timeout"]).stdout
+                return Outcome("changed", next((d for _, _, d in parse_steps(out)), "restarted"))
+
+            session.each("ray", again, only=nodes)
+
+        check_ray(session, opts, venv_bin(opts, "python"), rejoin=rejoin)
 
 
 ns = Collection("bootstrap")

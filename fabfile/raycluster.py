@@ -30,24 +30,42 @@ os._exit(0 if want <= alive else 1)  # skip the driver's slow shutdown
 """
 
 
-def check_ray(session, opts, venv_python):
-    """From the head: does Ray list every node? Missing nodes fail the run."""
+def members(session, opts, venv_python, wait):
+    """The private addresses Ray on the head lists as alive, waiting up to ``wait`` s for all; None if unknown."""
     head = session.head
-    port, wait = opts["ray"]["port"], opts["ray"]["wait"]
     want = [n.private for n in session.alive()]  # failed nodes are named already
 
-    def members(node, cxn):
-        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{port}", wait, *want)
+    def ask(node, cxn):
+        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{opts['ray']['port']}", wait, *want)
         result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=wait + opts["check_timeout"])
         line = next((ln for ln in result.stdout.splitlines() if ln.startswith("RAY_MEMBERS ")), None)
         if line is None:  # the query itself failed (no venv, no Ray): say how
             raise UnexpectedExit(result)
         return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
 
-    found = session.each("ray", members, quiet=True, only=[head])
-    if head.alias not in found:
+    found = session.each("ray", ask, quiet=True, only=[head])
+    return found[head.alias].value if head.alias in found else None
+
+
+def check_ray(session, opts, venv_python, rejoin=None, first_wait=20):
+    """From the head: does Ray list every node? Missing nodes fail the run.
+
+    A worker can join a head that is restarting in the same run (its old GCS
+    still answered) and then drop out: ``rejoin(nodes)`` restarts the Ray of
+    the nodes missing after ``first_wait`` seconds, once, before the full wait.
+    """
+    head = session.head
+    port, wait = opts["ray"]["port"], opts["ray"]["wait"]
+    alive = members(session, opts, venv_python, min(first_wait, wait) if rejoin else wait)
+    if alive is None:
         return
-    alive = found[head.alias].value
+    missing = [n for n in session.alive() if n.private not in alive and n.nid != 0]
+    if missing and rejoin:
+        rejoin(missing)
+        alive = members(session, opts, venv_python, wait)
+        if alive is None:
+            return
+    want = [n.private for n in session.alive()]
     for node in session.alive():
         if node.private not in alive:
             session.fail(node, "ray", f"not in the Ray cluster of {head.private}:{port} after {wait}s")

@@ -5,6 +5,7 @@ workspace venv from the forge's wheelhouse, kept small by its start flags.
 """
 
 import json
+import shlex
 import time
 
 from tests.conftest import node_sh
@@ -226,3 +227,34 @@ def test_tmux_with_six_nodes(make_sandbox):
     assert r.returncode == 1
     assert rows(r.stdout, "head-ssh")["rental3"] == ("skipped", "failed earlier in hostkeys")
     assert rows(r.stdout, "head-ssh")["rental5"][0] == "ok"
+
+
+def test_a_worker_the_head_does_not_list_is_restarted_once(configured, healthy):
+    """A worker whose raylet looks joined (it joined a head that restarted meanwhile) but which Ray on the
+    head does not list: bootstrap restarts its Ray once, and the cluster is whole again."""
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600).returncode == 0
+    # node1's Ray leaves the cluster; a stand-in "raylet" with the right flags and environment stays.
+    fake = ("mkdir -p /tmp/stale && printf '#!/bin/bash\\nsleep 600\\n' >/tmp/stale/raylet && chmod +x /tmp/stale/raylet"
+            f" && {VENV}/ray stop --force >/dev/null && tmux kill-session -t ray;"
+            " set -a; . ~/.config/multinode/nccl.env; set +a;"
+            " nohup /tmp/stale/raylet --gcs-address=198.19.0.10:6379 --node-ip-address=198.19.0.11 >/dev/null 2>&1 &")
+    made = node_sh(sb, 1, fake)
+    assert made.returncode == 0, made.stdout + made.stderr
+    from fabfile.raycluster import RAY_MEMBERS
+
+    deadline = time.time() + 90  # until the head's GCS has noticed that node1's Ray is gone
+    while True:
+        listed = node_sh(sb, 0, f"{VENV}/python -c {shlex.quote(RAY_MEMBERS)} 198.19.0.10:6379 0").stdout
+        if "198.19.0.11" not in listed.split("RAY_MEMBERS", 1)[-1]:
+            break
+        assert time.time() < deadline, listed
+        time.sleep(2)
+    r = laptop.fab("bootstrap", "--tail", "0", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = rows(r.stdout, "ray")
+    assert "rental1" in got, r.stdout
+    assert got["rental1"] == ("changed", "restarted: the head did not list it; started worker on 198.19.0.11 "
+                                         f"(raylet {got['rental1'][1].split('raylet ')[-1]}")
+    assert got["rental0"] == ("ok", "3 of 3 node(s) in the Ray cluster")
+    node_sh(sb, 1, "pkill -f /tmp/stale/raylet; rm -rf /tmp/stale")
