@@ -117,6 +117,8 @@ def test_verify_script_follows_the_config_and_parses():
     assert 'na wandb-netrc "no wandb key on the laptop"' in head and "t hf-token " in head
     assert "res ray-cluster ok" in head and 'na ray-cluster "checked on the head"' in worker
     assert "/proc/$pid/environ" in head and "res nccl-ray ok" in worker  # what Ray's workers carry
+    # No bare `wait`: it would reap the head's Ray query, which runs in the background meanwhile.
+    assert not [ln for ln in head.splitlines() if ln.strip() == "wait"]
     assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
     for script in (head, worker):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
