@@ -59,7 +59,8 @@ DEFAULTS = {
         {"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"},
     ],
     # Multi-node only: every node must reach its peers' private address on this port first.
-    "network": {"check_port": 22, "timeout": 5},
+    # verify's pair probes: each node listens on probe_port a few seconds while its peers connect.
+    "network": {"check_port": 22, "timeout": 5, "probe_port": 40099},
     # NCCL/Gloo: the interface is the one carrying the private address; HCAs from sysfs.
     "nccl": {"sysfs_root": "/sys"},
     # Ray (from the workspace venv), in tmux session `ray`; `wait`: seconds for it to join.

@@ -164,7 +164,7 @@ SCHEMA = {
     "installers": {"uv": text, "chezmoi": text, "age": text, "docker": text},
     "docker": {"required": boolean},
     "tools": list_of(TOOL),
-    "network": {"check_port": PORT, "timeout": integer(1, 600)},
+    "network": {"check_port": PORT, "timeout": integer(1, 600), "probe_port": PORT},
     "nccl": {"sysfs_root": absolute},
     "ray": {"enabled": boolean, "port": PORT, "start_flags": line, "head_flags": line, "wait": integer(1, 3600)},
     "head_ssh": {"kex_algorithms": pattern(KEX_RE, "key exchange names separated by commas, or empty", empty=True)},
