@@ -72,6 +72,9 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     alias = node_sh(sb, 0, "ssh -F ~/.ssh/multinode_config -G worker1").stdout.splitlines()
     assert "stricthostkeychecking true" in alias and "batchmode yes" in alias and "forwardagent no" in alias
     assert "userknownhostsfile /home/ubuntu/.ssh/multinode_known_hosts" in alias and "hostname 198.19.0.11" in alias
+    # A plain `ssh worker2` works through the system drop-in (which must never break the head's ssh).
+    assert node_sh(sb, 0, "ssh worker2 hostname").stdout == "node2\n"
+    assert node_sh(sb, 0, "ssh -G localhost").returncode == 0
 
     # A second bootstrap leaves the running, joined Ray alone.
     before = [ray_pids(sb, n) for n in range(3)]
