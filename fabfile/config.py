@@ -60,7 +60,8 @@ DEFAULTS = {
     ],
     # Multi-node only: every node must reach its peers' private address on this port first.
     # verify's pair probes: each node listens on probe_port a few seconds while its peers connect.
-    "network": {"check_port": 22, "timeout": 5, "probe_port": 40099},
+    # bandwidth: each node serves on bandwidth_port; a link below min_gbits (0: no floor) fails.
+    "network": {"check_port": 22, "timeout": 5, "probe_port": 40099, "bandwidth_port": 40100, "min_gbits": 0},
     # NCCL/Gloo: the interface is the one carrying the private address; HCAs from sysfs.
     "nccl": {"sysfs_root": "/sys"},
     # Ray (from the workspace venv), in tmux session `ray`; `wait`: seconds for it to join.

@@ -66,6 +66,14 @@ def integer(low, high):
     return check
 
 
+def number(low, high):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise Problem(f"expected a number from {low} to {high}")
+        return value
+    return check
+
+
 def pattern(regex, what, empty=False):
     def check(value):
         if not (empty and value == "") and not (isinstance(value, str) and regex.fullmatch(value)):
@@ -164,7 +172,8 @@ SCHEMA = {
     "installers": {"uv": text, "chezmoi": text, "age": text, "docker": text},
     "docker": {"required": boolean},
     "tools": list_of(TOOL),
-    "network": {"check_port": PORT, "timeout": integer(1, 600), "probe_port": PORT},
+    "network": {"check_port": PORT, "timeout": integer(1, 600), "probe_port": PORT, "bandwidth_port": PORT,
+                "min_gbits": number(0, 10_000)},
     "nccl": {"sysfs_root": absolute},
     "ray": {"enabled": boolean, "port": PORT, "start_flags": line, "head_flags": line, "wait": integer(1, 3600)},
     "head_ssh": {"kex_algorithms": pattern(KEX_RE, "key exchange names separated by commas, or empty", empty=True)},

@@ -277,3 +277,25 @@ def test_every_pair_of_nodes_is_checked_and_a_cut_link_is_named(configured, heal
     assert "✗ rental0 pairs" not in r.stdout
     after = json.loads(laptop.fab("verify", "--json").stdout)["nodes"]
     assert all(after[f"rental{n}"]["checks"]["pairs"]["status"] == "ok" for n in range(3))
+
+
+def test_bandwidth_ring_over_the_private_network(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+    r = laptop.fab("bandwidth", "--seconds", "1", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = rows(r.stdout, "bandwidth")
+    for nid in range(3):
+        status, detail = got[f"rental{nid}"]
+        nxt = (nid + 1) % 3
+        m = re.fullmatch(rf"-> rental{nxt} \(198\.19\.0\.1{nxt}\): (\d+\.\d+) Gbit/s", detail)
+        assert status == "ok" and m and float(m.group(1)) > 0, detail
+    assert re.search(r"^bandwidth: slowest link rental\d -> rental\d: \d+\.\d+ Gbit/s over 1 s$", r.stdout, re.M)
+    # A floor no link reaches: every sending node fails, naming its link.
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"]["network"] = {"min_gbits": 9999}
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    slow = laptop.fab("bandwidth", "--seconds", "0.5", timeout=120)
+    assert slow.returncode == 1
+    assert all(s == "FAILED" and "below multinode.network.min_gbits 9999" in d for s, d in rows(slow.stdout, "bandwidth").values())
+    assert laptop.fab("bandwidth", "--seconds", "0").returncode == 2
