@@ -227,34 +227,32 @@ def test_a_changed_repo_branch_switches_a_changed_url_fails_naming_both(configur
     log = laptop.home / "logs/setup_rental0.log"
     repo = "cd /workspace/workspace && git rev-parse --abbrev-ref HEAD && ls"
 
-    config["multinode"]["repo"]["branch"] = "dev"
-    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
-    r = laptop.fab("bootstrap", timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "STEP workspace changed switched from main to dev; at " in log.read_text()
+    def bootstrap_with(**repo_settings):
+        """bootstrap after the user changed multinode.repo: its exit code; the node's log."""
+        config["multinode"]["repo"].update(repo_settings)
+        (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+        return laptop.fab("bootstrap", timeout=300).returncode, log.read_text()
+
+    code, text = bootstrap_with(branch="dev")
+    assert code == 0 and "STEP workspace changed switched from main to dev; at " in text
     assert node_sh(sb, 2, repo).stdout.startswith("dev\nDEV.md\n")
 
     # Uncommitted work on the node: never carried or lost by a switch; the step says why.
     node_sh(sb, 2, "echo mine >>/workspace/workspace/train.py")
-    config["multinode"]["repo"]["branch"] = "main"
-    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
-    assert laptop.fab("bootstrap", timeout=300).returncode == 1
-    assert ("STEP workspace failed exit 1: /workspace/workspace is on dev with uncommitted changes, but "
-            "multinode.repo.branch is main: commit or stash them, then rerun") in log.read_text()
+    code, text = bootstrap_with(branch="main")
+    assert code == 1 and ("STEP workspace failed exit 1: /workspace/workspace is on dev with uncommitted changes, "
+                          "but multinode.repo.branch is main: commit or stash them, then rerun") in text
     node_sh(sb, 2, "cd /workspace/workspace && git checkout -q train.py")
 
     # Another URL: a repository of another name is cloned beside; one of the same name is
     # never silently repointed.
-    config["multinode"]["repo"]["url"] = "git://198.18.0.2/fork.git"
-    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
-    assert laptop.fab("bootstrap", timeout=300).returncode == 0
-    assert "STEP workspace changed cloned git://198.18.0.2/fork.git into /workspace/fork" in log.read_text()
+    code, text = bootstrap_with(url="git://198.18.0.2/fork.git")
+    assert code == 0 and "STEP workspace changed cloned git://198.18.0.2/fork.git into /workspace/fork" in text
     node_sh(sb, 2, "rm -rf /workspace/fork")
-    config["multinode"]["repo"]["name"] = "workspace"
-    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
-    assert laptop.fab("bootstrap", timeout=300).returncode == 1
-    assert ("STEP workspace failed exit 1: /workspace/workspace's origin is git://198.18.0.2/workspace.git, but "
-            "multinode.repo.url is git://198.18.0.2/fork.git: move /workspace/workspace aside") in log.read_text()
+    code, text = bootstrap_with(name="workspace")
+    assert code == 1 and ("STEP workspace failed exit 1: /workspace/workspace's origin is "
+                          "git://198.18.0.2/workspace.git, but multinode.repo.url is git://198.18.0.2/fork.git: "
+                          "move /workspace/workspace aside") in text
     assert node_sh(sb, 2, repo).stdout.startswith("dev\n")
     node_sh(sb, 2, "cd /workspace/workspace && git checkout -q main")  # as the other tests expect it
 

@@ -17,6 +17,17 @@ def slow_config(laptop, sb, seconds, **extra):
     laptop.configure(**config)
 
 
+def on_a_terminal(laptop, name, *fab_args):
+    """Run ``fab ARGS`` in a tmux pane of its own (a real terminal, 160x40) on the laptop; its exit
+    status lands in ``~/exit``. Returns the tmux command prefix that reaches that pane."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
+    args = " ".join(shlex.quote(a) for a in fab_args)
+    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} {args}; echo EXIT=$? >{laptop.home}/exit; sleep 60"
+    tmux = ["tmux", "-L", name]
+    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    return tmux
+
+
 def test_without_a_terminal_a_slow_step_gets_heartbeat_lines(laptop, healthy):
     sb = healthy
     node_sh(sb, 1, "rm -f ~/.slow-done")
@@ -41,10 +52,7 @@ def test_on_a_terminal_a_live_table_shows_each_nodes_step_and_its_time(laptop, h
     slow_config(laptop, sb, 8)
     hosts = ",".join(f"{n['public']}:{n['private']}" for n in (sb.nodes[0], sb.nodes[2]))
     assert laptop.fab("-H", hosts, "hostkeys", "detect-user").returncode == 0
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
-    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} bootstrap; echo EXIT=$? >{laptop.home}/exit; sleep 60"
-    tmux = ["tmux", "-L", "mnprogress"]
-    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    tmux = on_a_terminal(laptop, "mnprogress", "bootstrap")
     try:
         seen = []
         deadline = time.time() + 60
@@ -69,10 +77,7 @@ def test_ctrl_c_on_a_terminal_stops_at_once_and_leaves_it_clean(laptop, healthy)
     slow_config(laptop, sb, 40)
     node = sb.nodes[1]
     assert laptop.fab("-H", f"{node['public']}:{node['private']}", "hostkeys", "detect-user").returncode == 0
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
-    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} bootstrap; echo EXIT=$? >{laptop.home}/exit; sleep 60"
-    tmux = ["tmux", "-L", "mnctrlc"]
-    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    tmux = on_a_terminal(laptop, "mnctrlc", "bootstrap")
     try:
         deadline = time.time() + 60
         while "fetching the slow tool" not in laptop.run(*tmux, "capture-pane", "-p").stdout:
@@ -99,10 +104,7 @@ def test_every_task_shows_who_is_still_at_it_and_then_only_its_lines(laptop, hea
     laptop.configure(log_dir=str(laptop.home / "logs"))
     assert laptop.fab("-H", sb.hosts, "hostkeys").returncode == 0
     sb.exec(2, "ip", "link", "set", "eth0", "down")  # rental2 stops answering
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.env.items())
-    cmd = f"cd {ROOT} && env {env} TERM=xterm-256color {FAB} -t 6 hostkeys; echo EXIT=$? >{laptop.home}/exit; sleep 60"
-    tmux = ["tmux", "-L", "mnshort"]
-    laptop.run(*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash", "-c", cmd)
+    tmux = on_a_terminal(laptop, "mnshort", "-t", "6", "hostkeys")
     try:
         seen = []
         deadline = time.time() + 30
