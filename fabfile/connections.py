@@ -108,6 +108,11 @@ def known_host_entries(path):
     return entries
 
 
+def keys_of(entries, address):
+    """The keys that known_hosts ``entries`` hold for ``address`` (``addr`` or ``[addr]:port``, hashed too)."""
+    return [e.key for e in entries if any(names_host(name, address) for name in e.hostnames)]
+
+
 class AuthFailed(NodeError):
     pass
 
@@ -166,9 +171,8 @@ def login(node, user, settings, config):
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()
-    for entry in known_host_entries(settings.known_hosts):  # this node's entries, matched here (hashed too)
-        if any(names_host(name, node.address) for name in entry.hostnames):
-            known.add(node.address, entry.key.get_name(), entry.key)
+    for key in keys_of(known_host_entries(settings.known_hosts), node.address):  # matched here, hashed too
+        known.add(node.address, key.get_name(), key)
     try:
         cxn.open()
     except paramiko.BadHostKeyException as exc:

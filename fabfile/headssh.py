@@ -13,7 +13,7 @@ import re
 
 from invoke import Collection, task
 
-from .connections import fingerprint, known_host_entries, names_host
+from .connections import fingerprint, keys_of, known_host_entries
 from .render import command, render
 from .session import Outcome, session_of
 
@@ -44,7 +44,7 @@ def verified_keys(path, nodes):
     entries = known_host_entries(path)
     keys = {}
     for node in nodes:
-        found = [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
+        found = keys_of(entries, node.address)
         if found:
             rank = {kind: i for i, kind in enumerate(KEY_TYPES)}
             best = min((k.get_name() for k in found), key=lambda kind: rank.get(kind, len(rank)))

@@ -14,7 +14,7 @@ already hold its current key is left as it is.
 
 from invoke import Collection, task
 
-from .connections import HINT, NodeError, fetch_host_key, fingerprint, known_host_entries, names_host
+from .connections import HINT, NodeError, fetch_host_key, fingerprint, keys_of, known_host_entries, names_host
 from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
 from .session import Outcome, checks_arguments, session_of
@@ -91,11 +91,6 @@ def reinstalled_nodes(session, value):
     return chosen
 
 
-def recorded(entries, node):
-    """The keys ``entries`` (of known_hosts) hold for ``node``."""
-    return [e.key for e in entries if any(names_host(name, node.address) for name in e.hostnames)]
-
-
 @checks_arguments(lambda session, reinstalled=None, **_: reinstalled_nodes(session, reinstalled))
 @task(help={"reinstalled": "nodes whose new host key to accept (aliases or addresses, comma-separated, or all): "
                            "machines of the remembered cluster that were reinstalled"})
@@ -115,7 +110,7 @@ def hostkeys(c, reinstalled=None):
 
     def check(node):
         key = fetch_host_key(node, timeout)
-        old = recorded(entries, node)
+        old = keys_of(entries, node.address)
         if not old or any(k.get_name() == key.get_name() and k.get_base64() == key.get_base64() for k in old) \
                 or not session.pinned(node) or node.alias in accept:
             return Outcome("ok", value=(key, old))

@@ -41,3 +41,9 @@ class Reporter:
             if node.alias in failed:
                 task, reason = failed[node.alias]
                 self.write(f"  {node.alias:<{self.alias_w}}  {node.address:<{self.addr_w}}  {task}: {reason}")
+
+
+def columns(rows):
+    """``rows`` of cells as lines of left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

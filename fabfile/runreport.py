@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .localfiles import write_atomic
+from .report import columns
 
 
 @dataclass
@@ -54,10 +55,8 @@ def show_table(session, results):
         counts = [sum(1 for _, s, _ in run.steps if s == k) for k in ("changed", "ok", "skipped", "failed")]
         result = f"FAILED ({session.failed[node.alias][0]})" if node.alias in session.failed else "ok"
         rows.append((node.alias, node.user or "?", result, f"{run.seconds:.1f}s", *map(str, counts), slowest(run)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("\n".join(columns(rows)))
 
 
 def write_summary(session, results, path):

@@ -12,6 +12,7 @@ from .headssh import head_ssh
 from .hostkeys import hostkeys, reinstalled_nodes
 from .notify import notify
 from .session import checks_arguments, session_of
+from .report import columns
 from .tmux import SESSION, tmux
 from .users import detect_user
 from .verify import verify
@@ -23,9 +24,7 @@ def final_report(session, opts):
         failed = session.failed.get(n.alias)
         rows.append((n.alias, n.address, n.private, n.user or "?",
                      f"FAILED in {failed[0]}: {failed[1]}" if failed else "ok"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["", "Cluster"]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    lines = ["", "Cluster"] + ["  " + line for line in columns(rows)]
     head = session.head.alias
     lines += ["", "Access", f"  ssh {head}"]
     if len(session.nodes) > 1 and opts["ray"]["enabled"]:

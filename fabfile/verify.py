@@ -18,6 +18,7 @@ from .staging import secret_value
 from .headssh import worker_name
 from .raycluster import RAY_MEMBERS
 from .render import command, render
+from .report import columns
 from .session import Outcome, session_of
 
 CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
@@ -148,8 +149,7 @@ def facts_table(nodes, facts, ignore=()):
     for alias in aliases:
         rows.append([alias] + [("" if facts[alias].get(c) == head.get(c) or c in ignore else "✗ ")
                                + facts[alias].get(c, "?") for c in cols])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(columns(rows))
 
 
 def table(nodes, results, width=None):
