@@ -1,6 +1,9 @@
 """Unit tests: rendering node scripts (no network)."""
 
+import platform
+import re
 import subprocess
+import sys
 
 import pytest
 from jinja2 import UndefinedError
@@ -119,7 +122,7 @@ def test_verify_script_follows_the_config_and_parses():
     assert "/proc/$pid/environ" in head and "res nccl-ray ok" in worker  # what Ray's workers carry
     # No bare `wait`: it would reap the head's Ray query, which runs in the background meanwhile.
     assert not [ln for ln in head.splitlines() if ln.strip() == "wait"]
-    assert "t ssh-config " in head and "_ worker1" in head and "na ssh-config" in worker
+    assert "t ssh-config " in head and "aliases worker1" in head and "na ssh-config" in worker
     for script in (head, worker):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
@@ -180,3 +183,32 @@ def test_credentials_in_repository_urls_are_split_off():
     script = node_script(nodes[0], nodes, opts(repo={"url": "https://bob:tok@h.example/r.git", "branch": "main",
                                                       "name": ""}), [])
     assert "tok@" not in script and "REPO_URL=https://h.example/r.git\n" in script
+
+
+def test_verify_reads_python_torch_and_nccl_from_the_venv_without_importing_torch(tmp_path):
+    """The consistency facts: torch's version from torch/version.py, NCCL's from its wheel."""
+    from fabfile.verify import verify_script
+
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    o = opts(workspace=str(tmp_path), repo={"url": "git://h/proj.git", "branch": "main", "name": ""})
+    venv = tmp_path / "proj/venv"
+    site = venv / "lib/python3.11/site-packages"
+    (site / "torch").mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin/python").symlink_to(sys.executable)
+    # A torch that would fail on import: the facts must not import it.
+    (site / "torch/__init__.py").write_text("raise SystemExit('imported')\n")
+    (site / "torch/version.py").write_text("from typing import Optional\n__version__ = '2.5.1+cu124'\ncuda = '12.4'\n")
+    for dist in ("nvidia_nccl_cu12-2.21.5.dist-info", "torch-2.5.1.dist-info", "numpy-2.1.0.dist-info"):
+        (site / dist).mkdir()
+    script = verify_script(nodes[0], nodes, o, {"secrets_env": [], "wandb": False, "huggingface": False})
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path).stdout
+    facts = dict(line[5:].split(" ", 1) for line in out.splitlines() if line.startswith("FACT "))
+    assert facts["python"] == platform.python_version()
+    assert facts["torch"] == "2.5.1+cu124 nccl 2.21.5"
+    assert re.fullmatch(r"[0-9a-f]{12}", facts["packages"])
+    assert "CHECK venv-python ok " + platform.python_version() in out
+    (site / "nvidia_nccl_cu12-2.21.5.dist-info").rename(site / "nvidia_nccl_cu12-2.23.4.dist-info")
+    again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path).stdout
+    assert "FACT torch 2.5.1+cu124 nccl 2.23.4" in again
+    assert f"FACT packages {facts['packages']}" not in again  # another NCCL: another package set
