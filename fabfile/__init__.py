@@ -7,7 +7,7 @@ the ``multinode`` console script anywhere.
 from . import compat  # noqa: F401  (before anything imports patchwork)
 from invoke import Collection
 
-from . import bandwidth, bootstrap, headssh, hostkeys, notify, sandbox, setup, tmux, users, verify
+from . import bandwidth, bootstrap, headssh, hostkeys, notify, sandbox, setup, smoke, tmux, users, verify
 from .config import DEFAULTS
 from .executor import ClusterExecutor
 from .inventory import BadInput, Node, parse_hosts
@@ -24,6 +24,7 @@ ns.add_task(tmux.tmux)
 ns.add_task(verify.verify)
 ns.add_task(notify.notify)
 ns.add_task(bandwidth.bandwidth)
+ns.add_task(smoke.smoke)
 ns.add_task(setup.setup)
 ns.add_collection(sandbox.ns)
 ns.configure({"multinode": DEFAULTS})

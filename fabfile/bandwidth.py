@@ -5,6 +5,10 @@ it serves on ``network.bandwidth_port`` and sends to the next node of the ring
 for ``--seconds``, counting what went through. The result is each link's
 Gbit/s and the slowest named; a link below ``network.min_gbits`` fails its
 sending node. This is what an all-reduce across the nodes is limited by.
+
+``--all-pairs`` measures every pair instead, both ways at once, in rounds
+where each node is in one pair (N - 1 rounds of ``--seconds``: every link
+alone, not sharing a node's bandwidth with another), and prints the matrix.
 """
 
 from invoke import Collection, task
@@ -12,6 +16,7 @@ from invoke import Collection, task
 from .connections import NodeError
 from .inventory import BadInput
 from .render import command
+from .report import columns
 from .session import Outcome, checks_arguments, session_of
 
 # Run on every node: SECONDS PORT OWN_IP TARGET_IP; serves, sends, prints "BW <gbit/s>".
@@ -61,39 +66,78 @@ def seconds_arg(session, seconds=None, **_):
     return value
 
 
-@checks_arguments(seconds_arg)
-@task(help={"seconds": "how long each node sends to the next (default 3)"})
-def bandwidth(c, seconds=None):
-    """Measure the private network: each node sends to the next in a ring; Gbit/s per link."""
-    session = session_of(c)
-    opts = session.options
-    duration = seconds_arg(session, seconds)
-    ring = session.alive()
-    if len(ring) < 2:
-        session.report.write("bandwidth: needs two nodes or more")
-        return
-    floor = opts["network"]["min_gbits"]
-    port = opts["network"]["bandwidth_port"]
-    nxt = {n.alias: ring[(i + 1) % len(ring)] for i, n in enumerate(ring)}
+def rounds(nodes):
+    """Every pair of ``nodes`` once, in rounds where each node is in one pair at most (the circle method)."""
+    circle = list(nodes) + ([None] if len(nodes) % 2 else [])
+    found = []
+    for _ in range(len(circle) - 1):
+        half = len(circle) // 2
+        found.append([(a, b) for a, b in zip(circle[:half], reversed(circle[half:])) if a and b])
+        circle = [circle[0], circle[-1]] + circle[1:-1]
+    return found
 
-    def measure(node, cxn):
-        target = nxt[node.alias]
+
+def measure(session, targets, duration):
+    """Each node of ``targets`` ({alias: node}) sends to its target at once: {(sender, receiver): Gbit/s}."""
+    port = session.options["network"]["bandwidth_port"]
+
+    def send(node, cxn):
+        target = targets[node.alias]
         out = cxn.run(command("python3", "-c", PROGRAM, duration, port, node.private, target.private), hide=True,
                       in_stream=False, timeout=duration + 30).stdout
         line = next((ln for ln in out.splitlines() if ln.startswith("BW ")), None)
         if line is None:
             raise NodeError(f"no measurement to {target.alias}")
-        gbits = float(line.split()[1])
-        link = f"-> {target.alias} ({target.private}): {gbits:.2f} Gbit/s"
-        if floor and gbits < floor:
-            raise NodeError(f"{link}, below multinode.network.min_gbits {floor}")
-        return Outcome("ok", link, value=gbits)
+        return Outcome("ok", value=float(line.split()[1]))
 
-    found = session.each("bandwidth", measure, only=ring)
-    if found:
-        slowest = min(found, key=lambda alias: found[alias].value)
-        session.report.write(f"bandwidth: slowest link {slowest} -> {nxt[slowest].alias}: "
-                             f"{found[slowest].value:.2f} Gbit/s over {duration:g} s")
+    senders = [n for n in session.alive() if n.alias in targets]
+    got = session.each("bandwidth", send, quiet=True, only=senders)
+    return {(alias, targets[alias].alias): out.value for alias, out in got.items()}
+
+
+def judge(session, links, floor, lines):
+    """Fail each sending node with a link below ``floor``, naming those links; ``lines``: the others' links too."""
+    sent = {}
+    for (sender, receiver), gbits in links.items():
+        sent.setdefault(sender, []).append((session.find(receiver), gbits))
+    for sender, out in sent.items():
+        slow = [f"-> {node.alias}: {gbits:.2f} Gbit/s" for node, gbits in out if floor and gbits < floor]
+        if slow:
+            session.fail(session.find(sender), "bandwidth", f"{', '.join(slow)}, below multinode.network.min_gbits {floor}")
+        elif lines:
+            session.report.line("bandwidth", session.find(sender), "ok",
+                                "; ".join(f"-> {node.alias} ({node.private}): {gbits:.2f} Gbit/s" for node, gbits in out))
+
+
+@checks_arguments(seconds_arg)
+@task(help={"seconds": "how long each node sends to the next (default 3)",
+            "all_pairs": "measure every pair of nodes, one round of pairs after another ((N-1) x seconds)"})
+def bandwidth(c, seconds=None, all_pairs=False):
+    """Measure the private network: each node sends to the next in a ring (or every pair); Gbit/s per link."""
+    session = session_of(c)
+    floor = session.options["network"]["min_gbits"]
+    duration = seconds_arg(session, seconds)
+    nodes = session.alive()
+    if len(nodes) < 2:
+        session.report.write("bandwidth: needs two nodes or more")
+        return
+    if all_pairs:
+        links = {}
+        for pairs in rounds(nodes):  # both ways at once, as an all-reduce's ring uses a link
+            targets = {a.alias: b for a, b in pairs} | {b.alias: a for a, b in pairs}
+            links.update(measure(session, targets, duration))
+        aliases = [n.alias for n in nodes]
+        rows = [["Gbit/s"] + [f"-> {a}" for a in aliases]]
+        rows += [[s] + ["" if s == r else f"{links[s, r]:.2f}" if (s, r) in links else "?" for r in aliases]
+                 for s in aliases]
+        session.report.write("\n".join(["bandwidth, every pair (sender -> receiver)"] + columns(rows)))
+    else:
+        nxt = {n.alias: nodes[(i + 1) % len(nodes)] for i, n in enumerate(nodes)}
+        links = measure(session, nxt, duration)
+    judge(session, links, floor, lines=not all_pairs)
+    if links:
+        (sender, receiver), gbits = min(links.items(), key=lambda item: item[1])
+        session.report.write(f"bandwidth: slowest link {sender} -> {receiver}: {gbits:.2f} Gbit/s over {duration:g} s")
 
 
 ns = Collection("bandwidth")

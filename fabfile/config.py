@@ -79,6 +79,12 @@ DEFAULTS = {
     # Facts that must match across nodes (gpu, driver, cuda, python, torch, packages):
     # those listed here may differ.
     "consistency": {"ignore": []},
+    # smoke: the all-reduce's rendezvous port on the head (torchrun's --master-port),
+    # MiB each rank all-reduces, timed all-reduces, and seconds each part may take.
+    "smoke": {"port": 29500, "size_mb": 64, "iters": 10, "timeout": 300},
+    # What setup runs besides its own tasks: the bandwidth ring and the smoke test
+    # (off: each takes the network or the GPUs for a while).
+    "setup": {"bandwidth": False, "smoke": False},
     # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
     "notify": {"urls": [], "desktop": True},
     # Seconds a node's bootstrap script may run before the node is failed (a hang

@@ -47,3 +47,11 @@ _env.filters["q"] = quote
 
 def render(name, **context):
     return _env.get_template(name).render(**context)
+
+
+def program(name):
+    """The text of ``name`` among the templates, as it is (a program a node runs, not a template)."""
+    for directory in TEMPLATE_DIRS:
+        if (directory / name).is_file():
+            return (directory / name).read_text()
+    raise FileNotFoundError(f"no template {name} in {', '.join(map(str, TEMPLATE_DIRS))}")

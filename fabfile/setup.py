@@ -1,17 +1,20 @@
 """setup: the whole workflow in one command, ending with the node table.
 
-hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify: one run,
+hostkeys, detect-user, bootstrap, head-ssh, verify, tmux (then bandwidth and
+smoke where ``multinode.setup`` asks for them), notify: one run,
 one connection per node, a failing node skipped by what follows while the
 others finish; then each node's result and the commands to reach the cluster.
 """
 
 from invoke import Collection, task
 
+from .bandwidth import bandwidth
 from .bootstrap import bootstrap, tail_lines, venv_bin
 from .headssh import head_ssh
 from .hostkeys import hostkeys, reinstalled_nodes
 from .notify import notify
 from .session import checks_arguments, session_of
+from .smoke import smoke
 from .report import columns
 from .tmux import SESSION, tmux
 from .users import detect_user
@@ -42,7 +45,7 @@ def setup_arguments(session, tail=None, reinstalled=None, **_):
 @task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)",
             "reinstalled": "nodes whose new host key to accept (as for hostkeys): machines you reinstalled"})
 def setup(c, tail=None, reinstalled=None):
-    """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify."""
+    """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify (bandwidth, smoke if asked)."""
     session = session_of(c)
     opts = session.options
     hostkeys(c, reinstalled=reinstalled)
@@ -51,6 +54,10 @@ def setup(c, tail=None, reinstalled=None):
     head_ssh(c)
     verify(c)
     tmux(c)
+    if opts["setup"]["bandwidth"]:
+        bandwidth(c)
+    if opts["setup"]["smoke"]:
+        smoke(c)
     notify(c)
     final_report(session, opts)
 

@@ -13,21 +13,6 @@ from tests.test_hostkeys_users_e2e import rows
 
 VENV = "/workspace/workspace/venv/bin"
 
-# Run on the head: a task pinned to each alive node reports that node's hostname.
-PINNED = """
-import json, socket, ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-@ray.remote(num_cpus=0)
-def where():
-    return socket.gethostname()
-nodes = [n for n in ray.nodes() if n["Alive"]]
-got = ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
-               for n in nodes])
-print(json.dumps(sorted(zip([n["NodeManagerAddress"] for n in nodes], got))))
-"""
-
-
 NCCL_ENV = "NCCL_SOCKET_IFNAME=ens7\nGLOO_SOCKET_IFNAME=ens7\nNCCL_IB_DISABLE=1\n"
 
 
@@ -50,9 +35,25 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
             break
         time.sleep(2)
     assert status.stdout.count(" node_") == 3, status.stdout + status.stderr
-    pinned = node_sh(sb, 0, f"{VENV}/python -c '{PINNED}'")
-    assert json.loads(pinned.stdout.strip().splitlines()[-1]) == [
-        ["198.19.0.10", "node0"], ["198.19.0.11", "node1"], ["198.19.0.12", "node2"]], pinned.stderr
+    # fab smoke: a Ray task pinned to each node reports its host and what NCCL/Gloo will use there.
+    smoke = laptop.fab("smoke")
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert rows(smoke.stdout, "smoke-ray") == {
+        f"rental{n}": ("ok", f"node{n}: 0 GPU(s) from Ray, GLOO_SOCKET_IFNAME=ens7 NCCL_IB_DISABLE=1 "
+                             "NCCL_SOCKET_IFNAME=ens7") for n in range(3)}
+    assert ("smoke: torch part skipped: torch is not in the workspace venv (add it to your repo's requirements "
+            "to run the all-reduce)") in smoke.stdout
+    # GPUs expected that Ray cannot give a task: each node fails, named with what Ray gave.
+    config = json.loads((laptop.home / ".fabric.yaml").read_text())
+    config["multinode"]["gpu"] = {"count": 8}
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    short = laptop.fab("smoke", "--timeout", "20")
+    del config["multinode"]["gpu"]
+    (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
+    assert short.returncode == 1
+    assert rows(short.stdout, "smoke-ray") == {
+        f"rental{n}": ("FAILED", f"Ray gives a task 0 GPU(s) on node{n}, 8 expected (multinode.gpu.count)")
+        for n in range(3)}
     for nid in range(3):
         sessions = node_sh(sb, nid, "tmux list-sessions -F '#S'").stdout.split()
         assert {"exec", "ray"} <= set(sessions)

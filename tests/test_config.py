@@ -39,6 +39,8 @@ BAD_CONFIG = [
     ({"notify": {"desktop": "yes"}}, "bad multinode.notify.desktop 'yes'"),
     ({"head_ssh": {"kex_algorithms": "curve25519-sha256\nHost *"}}, "bad multinode.head_ssh.kex_algorithms"),
     ({"workers": 0}, "bad multinode.workers 0"),
+    ({"smoke": {"size_mb": 0}}, "bad multinode.smoke.size_mb 0: expected a number from 0.001 to 16384"),
+    ({"setup": {"smoke": "yes"}}, "bad multinode.setup.smoke 'yes': expected true or false"),
 ]
 
 
@@ -78,3 +80,20 @@ def test_a_damaged_remembered_cluster_is_a_clear_error(home):
         assert r.returncode == 2, r.stdout + r.stderr
         assert "cannot read the remembered cluster" in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, named", [
+    (["smoke", "--size-mb", "0"], "bad --size-mb '0': 0.001 to 16384 (MiB)"),
+    (["smoke", "--timeout", "2"], "bad --timeout '2': 5 to 3600 (seconds)"),
+    (["bandwidth", "--all-pairs", "--seconds", "0"], "bad --seconds '0': 0.2 to 600"),
+])
+def test_a_bad_argument_of_a_later_task_stops_the_run_before_the_first(tmp_path, args, named):
+    home = tmp_path
+    (home / ".ssh").mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
+    before = files(home)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    r = subprocess.run([FAB, "-H", HOSTS, "hostkeys", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and named in r.stderr and r.stdout == "", r.stdout + r.stderr
+    assert files(home) == before

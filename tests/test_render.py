@@ -212,3 +212,6 @@ def test_verify_reads_python_torch_and_nccl_from_the_venv_without_importing_torc
     again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path).stdout
     assert "FACT torch 2.5.1+cu124 nccl 2.23.4" in again
     assert f"FACT packages {facts['packages']}" not in again  # another NCCL: another package set
+    (site / "nvidia_nccl_cu12-2.23.4.dist-info").rmdir()  # a torch that carries its own NCCL
+    assert "FACT torch 2.5.1+cu124 nccl bundled" in subprocess.run(["bash", "-c", script], capture_output=True,
+                                                                    text=True, cwd=tmp_path).stdout

@@ -41,7 +41,8 @@ def cluster(make_sandbox):
     receiver = subprocess.Popen(sb.laptop_cmd("python3", str(ROOT / "tests/receiver.py"), str(PORT), str(inbox)))
     laptop.env.update(SECRETS)
     laptop.configure(**sb.forge.config(), log_dir=str(laptop.home / "logs"),
-                     notify={"urls": [f"json://127.0.0.1:{PORT}/"], "desktop": False})
+                     notify={"urls": [f"json://127.0.0.1:{PORT}/"], "desktop": False},
+                     setup={"bandwidth": True, "smoke": True})
     time.sleep(0.5)
     yield sb, laptop, inbox
     receiver.kill()
@@ -76,6 +77,10 @@ def test_setup_verify_notify(cluster):
         assert f"rental{nid}  198.18.0.1{nid}  198.19.0.1{nid}  {user:<6}  ok" in report
     assert "  ssh rental0\n" in report and "ssh -t rental0 'tmux attach -t multinode'" in report
     assert "ssh rental0 '/workspace/workspace/venv/bin/ray status'" in report
+    # multinode.setup asked for the bandwidth ring and the smoke test: run, every node ok.
+    assert [s for s, _ in rows(r.stdout, "bandwidth").values()] == ["ok"] * 3
+    assert [s for s, _ in rows(r.stdout, "smoke-ray").values()] == ["ok"] * 3
+    assert "smoke: torch part skipped: torch is not in the workspace venv" in r.stdout
     assert [(m["title"], m["message"], m["type"]) for m in messages(inbox)] == [
         ("Cluster Ready", "3 node(s) setup and verified", "success")]
     for value in SECRETS.values():
@@ -291,6 +296,14 @@ def test_bandwidth_ring_over_the_private_network(configured, healthy):
         m = re.fullmatch(rf"-> rental{nxt} \(198\.19\.0\.1{nxt}\): (\d+\.\d+) Gbit/s", detail)
         assert status == "ok" and m and float(m.group(1)) > 0, detail
     assert re.search(r"^bandwidth: slowest link rental\d -> rental\d: \d+\.\d+ Gbit/s over 1 s$", r.stdout, re.M)
+    # Every pair, both ways: a matrix of the six links.
+    pairs = laptop.fab("bandwidth", "--all-pairs", "--seconds", "0.3", timeout=120)
+    assert pairs.returncode == 0, pairs.stdout + pairs.stderr
+    matrix = pairs.stdout[pairs.stdout.index("bandwidth, every pair"):].splitlines()[1:5]
+    assert matrix[0].split() == ["Gbit/s", "->", "rental0", "->", "rental1", "->", "rental2"]
+    for nid, line in enumerate(matrix[1:]):
+        cells = line.split()
+        assert cells[0] == f"rental{nid}" and len(cells) == 3 and all(float(c) > 0 for c in cells[1:]), line
     # A floor no link reaches: every sending node fails, naming its link.
     config = json.loads((laptop.home / ".fabric.yaml").read_text())
     config["multinode"]["network"] = {"min_gbits": 9999}

@@ -1,0 +1,211 @@
+"""smoke: prove a distributed job runs on the cluster, before paying for one.
+
+Two parts, each on every node at once:
+
+- Ray: from the head, one Ray task pinned to each node (holding its GPUs)
+  reports the hostname, the GPUs Ray gave it and the NCCL/Gloo environment a
+  task there gets. A node missing from Ray, a task that fails or does not run,
+  an unset NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME, fewer GPUs than
+  ``gpu.count``: that node fails.
+- torch: when torch is in the workspace venv, a ``torch.distributed``
+  all-reduce across all nodes and GPUs, launched as users launch training:
+  torchrun on every node (over its own SSH connection, in the environment a
+  plain ``ssh node cmd`` gets) with the head's private address as rendezvous.
+  NCCL with one rank per GPU where every node has GPUs, else Gloo with one
+  rank per node. The result is checked, then timed: the time of one
+  all-reduce and its bus bandwidth (nccl-tests' definition). Without torch
+  it says it skipped this part, and why.
+
+torchrun rather than Ray: it is how most training is started, and it needs
+nothing in the venv but torch (Ray Train would add its own dependencies).
+"""
+
+import json
+
+from invoke import Collection, task
+
+from .bootstrap import venv_bin
+from .connections import NodeError
+from .inventory import BadInput
+from .render import command, program, render
+from .session import Outcome, checks_arguments, session_of
+
+
+def size_arg(session, size_mb=None, **_):
+    value = session.options["smoke"]["size_mb"] if size_mb is None else size_mb
+    try:
+        value = float(value)
+        if not 0.001 <= value <= 16384:
+            raise ValueError
+    except ValueError:
+        raise BadInput(f"bad --size-mb {size_mb!r}: 0.001 to 16384 (MiB)") from None
+    return value
+
+
+def bus_bandwidth(nbytes, seconds, world):
+    """An all-reduce's (algorithm, bus) bandwidth in GB/s, as nccl-tests reports them."""
+    algbw = nbytes / seconds / 1e9
+    return algbw, algbw * 2 * (world - 1) / world
+
+
+def tagged(out, tag):
+    """The JSON after ``TAG `` on the last such line of ``out``, or None."""
+    lines = [ln for ln in out.splitlines() if ln.startswith(tag + " ")]
+    return json.loads(lines[-1][len(tag) + 1:]) if lines else None
+
+
+def ray_part(session, opts, timeout):
+    """The Ray task on every node; fails the nodes whose task did not see what training needs."""
+    head, nodes = session.head, session.alive()
+    if len(session.nodes) < 2 or not opts["ray"]["enabled"]:
+        why = "single node: no Ray cluster" if len(session.nodes) < 2 else "Ray is disabled (multinode.ray.enabled)"
+        session.report.write(f"smoke: Ray part skipped: {why}")
+        return
+    expected = opts["gpu"]["count"]
+
+    def ask(node, cxn):
+        cmd = command(venv_bin(opts, "python"), "-c", program("smoke_ray.py"),
+                      f"{head.private}:{opts['ray']['port']}", timeout, *[n.private for n in nodes])
+        result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout + opts["check_timeout"])
+        found = tagged(result.stdout, "SMOKE_RAY")
+        if found is None:
+            last = (result.stderr.strip().splitlines() or [f"exit {result.exited}"])[-1]
+            raise NodeError(f"the Ray driver on the head failed: {last}")
+        return Outcome("ok", value=found)
+
+    asked = session.each("smoke-ray", ask, quiet=True, only=[head])
+    if head.alias not in asked:
+        return
+    for node in nodes:
+        got = asked[head.alias].value.get(node.private, {"error": "no answer"})
+        problem, detail = ray_problem(got, expected)
+        if problem:
+            session.fail(node, "smoke-ray", problem)
+        else:
+            session.report.line("smoke-ray", node, "ok", detail)
+
+
+def ray_problem(got, expected):
+    """(problem, detail) of one node's Ray task report."""
+    if "error" in got:
+        return got["error"], ""
+    env = got.get("env", {})
+    unset = [k for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if not env.get(k)]
+    gpus = len(got.get("gpu_ids", []))
+    detail = (f"{got.get('hostname')}: {gpus} GPU(s) from Ray, "
+              + " ".join(f"{k}={env[k]}" for k in sorted(env)))
+    if unset:
+        return f"a Ray task on {got.get('hostname')} sees no {', '.join(unset)} (rerun bootstrap: it restarts Ray)", detail
+    if expected and gpus < expected:
+        return f"Ray gives a task {gpus} GPU(s) on {got.get('hostname')}, {expected} expected (multinode.gpu.count)", detail
+    return None, detail
+
+
+def torch_plan(probes):
+    """From each node's probe ({alias: (torch, gpus)}): (backend, ranks per node) or (None, why skipped),
+    and {alias: problem} for the nodes that cannot take part."""
+    with_torch = {a for a, (torch, _) in probes.items() if torch != "none"}
+    if not with_torch:
+        return None, "torch is not in the workspace venv (add it to your repo's requirements to run the all-reduce)", {}
+    problems = {a: f"torch is not in the workspace venv, but is on {', '.join(sorted(with_torch))}"
+                for a in probes if a not in with_torch}
+    versions = {probes[a][0] for a in with_torch}
+    if len(versions) > 1:
+        problems.update({a: f"torch {probes[a][0]}: the nodes differ ({'; '.join(sorted(versions))})"
+                         for a in with_torch})
+    counts = {a: gpus for a, (_, gpus) in probes.items()}
+    if all(counts.values()) and len(set(counts.values())) == 1:
+        return "nccl", next(iter(counts.values())), problems
+    if not any(counts.values()):
+        return "gloo", 1, problems
+    usual = max(set(counts.values()), key=list(counts.values()).count)
+    problems.update({a: f"{n} GPU(s), {usual} on the other nodes: one all-reduce needs the same on every node"
+                     for a, n in counts.items() if n != usual})
+    return ("nccl", usual, problems) if usual else ("gloo", 1, problems)
+
+
+def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
+    """The command that starts node ``rank``'s part of the all-reduce (torchrun)."""
+    venv = venv_bin(opts, "python").rsplit("/bin/", 1)[0]
+    return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, program("smoke_torch.py"), timeout,
+                   len(nodes), rank, nproc, nodes[0].private, opts["smoke"]["port"],
+                   backend, size_mb, opts["smoke"]["iters"], timeout)
+
+
+def torch_part(session, opts, size_mb, timeout):
+    """The all-reduce across every node and GPU, or the reason it was skipped."""
+    venv = venv_bin(opts, "python").rsplit("/bin/", 1)[0]
+    probe = command("bash", "-c", render("smoke.sh.j2"), "smoke", "probe", venv)
+
+    def ask(node, cxn):
+        out = cxn.run(probe, hide=True, in_stream=False, timeout=opts["check_timeout"]).stdout
+        fields = dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln)
+        return Outcome("ok", value=(fields.get("TORCH", "none"), int(fields.get("GPUS", "0") or 0)))
+
+    probes = {a: o.value for a, o in session.each("smoke-torch", ask, quiet=True).items()}
+    if not probes:
+        return
+    backend, nproc, problems = torch_plan(probes)
+    if backend is None:
+        session.report.write(f"smoke: torch part skipped: {nproc}")
+        return
+    for alias, problem in problems.items():
+        session.fail(session.find(alias), "smoke-torch", problem)
+    if problems:
+        return
+    nodes = session.alive()
+
+    def run(node, cxn):
+        cmd = launch_command(opts, nodes, nodes.index(node), nproc, backend, size_mb, timeout)
+        result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout + 30)
+        errors = [ln.split(" ", 1)[1] for ln in result.stdout.splitlines() if ln.startswith("SMOKE_ERROR ")]
+        mine = tagged(result.stdout, "SMOKE_NODE")
+        if result.exited or mine is None:
+            last = (result.stderr.strip().splitlines() or [f"torchrun exited {result.exited}"])[-1]
+            raise NodeError(errors[0] if errors else last)
+        detail = f"{mine['ranks']} rank(s) on {mine['device']} ({mine['backend']}), all-reduce correct"
+        return Outcome("ok", detail, value=tagged(result.stdout, "SMOKE"))
+
+    done = session.each("smoke-torch", run, only=nodes)
+    summary = next((o.value for o in done.values() if o.value), None)
+    if summary and summary["world"] == 1:
+        session.report.write(f"smoke: all-reduce on a single rank ({summary['backend']}): correct; "
+                             "no link to measure")
+    elif summary:
+        algbw, busbw = bus_bandwidth(summary["bytes"], summary["seconds"], summary["world"])
+        session.report.write(
+            f"smoke: all-reduce of {summary['bytes'] / 2**20:g} MiB over {summary['world']} rank(s) "
+            f"({summary['backend']}): {summary['seconds'] * 1e3:.2f} ms, bus bandwidth {busbw:.2f} GB/s "
+            f"(algorithm {algbw:.2f} GB/s)")
+
+
+def smoke_arguments(session, size_mb=None, timeout=None, **_):
+    size_arg(session, size_mb)
+    timeout_arg(session, timeout)
+
+
+def timeout_arg(session, timeout=None, **_):
+    value = session.options["smoke"]["timeout"] if timeout is None else timeout
+    try:
+        value = int(value)
+        if not 5 <= value <= 3600:
+            raise ValueError
+    except ValueError:
+        raise BadInput(f"bad --timeout {timeout!r}: 5 to 3600 (seconds)") from None
+    return value
+
+
+@checks_arguments(smoke_arguments)
+@task(help={"size_mb": "MiB each rank all-reduces (default: multinode.smoke.size_mb, 64)",
+            "timeout": "seconds each part may take (default: multinode.smoke.timeout, 300)"})
+def smoke(c, size_mb=None, timeout=None):
+    """Prove a distributed job runs: a Ray task on every node, then a torch all-reduce across all GPUs."""
+    session = session_of(c)
+    opts = session.options
+    size, seconds = size_arg(session, size_mb), timeout_arg(session, timeout)
+    ray_part(session, opts, seconds)
+    torch_part(session, opts, size, seconds)
+
+
+ns = Collection("smoke")
+ns.add_task(smoke)

@@ -1,0 +1,54 @@
+"""multinode smoke, Ray part: run on the head by the workspace venv's Python.
+
+    python smoke_ray.py ADDRESS TIMEOUT PRIVATE_IP...
+
+One Ray task pinned to each node (NodeAffinitySchedulingStrategy, not soft),
+holding the node's GPUs as a training task would, reports what a task there
+sees: the hostname, the GPUs Ray gave it and the NCCL/Gloo environment.
+Prints one line, ``SMOKE_RAY {private_ip: result}``; a result with "error"
+says why that node's task did not report.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+address, timeout, want = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+
+
+@ray.remote(num_cpus=0)
+def probe():
+    return {
+        "hostname": socket.gethostname(),
+        "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "GLOO_"))},
+    }
+
+
+alive = {n["NodeManagerAddress"]: n for n in ray.nodes() if n["Alive"]}
+result, pending = {}, {}
+for ip in want:
+    node = alive.get(ip)
+    if node is None:
+        result[ip] = {"error": "not an alive node of the Ray cluster"}
+        continue
+    gpus = node["Resources"].get("GPU", 0)
+    strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+    pending[ip] = (probe.options(num_gpus=gpus, scheduling_strategy=strategy).remote(), gpus)
+deadline = time.monotonic() + timeout
+for ip, (ref, gpus) in pending.items():
+    try:
+        result[ip] = {**ray.get(ref, timeout=max(0.1, deadline - time.monotonic())), "ray_gpus": gpus}
+    except ray.exceptions.GetTimeoutError:
+        why = "its GPUs held by another task?" if gpus else "the node busy?"
+        result[ip] = {"error": f"the task did not run within {timeout:g} s ({why})"}
+    except Exception as exc:  # the task failed there: say how, in one line
+        result[ip] = {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[-1]}
+print("SMOKE_RAY " + json.dumps(result), flush=True)
+os._exit(0)  # skip the driver's slow shutdown

@@ -1,0 +1,135 @@
+"""Unit tests: the smoke test's plan, its torchrun launch and what it parses (no network).
+
+torch cannot be installed here: the launcher runs for real with a stand-in
+for the venv's Python that records how it was called. The real all-reduce
+runs on a GPU machine (bench/smoke_gpu.py).
+"""
+
+import json
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from fabfile.config import DEFAULTS, options
+from fabfile.inventory import parse_hosts
+from fabfile.render import command, render
+from fabfile.smoke import bus_bandwidth, launch_command, ray_problem, tagged, torch_plan
+
+NODES = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:198.19.0.12")
+
+
+def opts(workspace="/workspace", **over):
+    return options({"multinode": {**DEFAULTS, "workspace": workspace, **over}})
+
+
+@pytest.mark.parametrize("probes, plan, problems", [
+    ({"a": ("none", 8), "b": ("none", 8)}, None, {}),
+    ({"a": ("2.5.1 nccl 2.21.5", 8), "b": ("2.5.1 nccl 2.21.5", 8)}, ("nccl", 8), {}),
+    ({"a": ("2.5.1 nccl bundled", 0), "b": ("2.5.1 nccl bundled", 0)}, ("gloo", 1), {}),
+    ({"a": ("2.5.1 nccl 2.21.5", 8), "b": ("none", 8)}, ("nccl", 8),
+     {"b": "torch is not in the workspace venv, but is on a"}),
+    ({"a": ("2.5.1 nccl 2.21.5", 8), "b": ("2.5.1 nccl 2.21.5", 8), "c": ("2.5.1 nccl 2.21.5", 7)}, ("nccl", 8),
+     {"c": "7 GPU(s), 8 on the other nodes: one all-reduce needs the same on every node"}),
+    ({"a": ("2.5.1 nccl 2.21.5", 0), "b": ("2.4.0 nccl 2.20.5", 0)}, ("gloo", 1),
+     {"a": "torch 2.5.1 nccl 2.21.5: the nodes differ (2.4.0 nccl 2.20.5; 2.5.1 nccl 2.21.5)",
+      "b": "torch 2.4.0 nccl 2.20.5: the nodes differ (2.4.0 nccl 2.20.5; 2.5.1 nccl 2.21.5)"}),
+])
+def test_the_plan_follows_what_the_nodes_have(probes, plan, problems):
+    backend, nproc, found = torch_plan(probes)
+    if plan is None:
+        assert backend is None and nproc.startswith("torch is not in the workspace venv") and found == {}
+    else:
+        assert (backend, nproc) == plan and found == problems
+
+
+def test_the_launch_is_torchrun_with_the_head_as_rendezvous(tmp_path):
+    """The real launcher, with a venv whose python records its arguments and the worker it was given."""
+    venv = tmp_path / "ws/proj/venv"
+    (venv / "bin").mkdir(parents=True)
+    record = tmp_path / "record.json"
+    (venv / "bin/python").write_text(f"""#!/usr/bin/env python3
+import json, os, sys
+worker = sys.argv[-5]
+json.dump({{"argv": sys.argv[1:], "worker": open(worker).read(), "omp": os.environ.get("OMP_NUM_THREADS"),
+           "stdin": sys.stdin.read()}}, open({str(record)!r}, "w"))
+print("SMOKE_NODE " + json.dumps({{"host": "n", "ranks": 8}}))
+""")
+    (venv / "bin/python").chmod(0o755)
+    o = opts(workspace=str(tmp_path / "ws"), repo={"url": "git://forge/proj.git", "branch": "main", "name": ""})
+    cmd = launch_command(o, NODES, 2, 8, "nccl", 64, 300)
+    words = shlex.split(cmd)
+    assert words[:2] == ["bash", "-c"] and words[3:6] == ["smoke", "launch", str(venv)]
+    assert words[7:] == ["300", "3", "2", "8", "198.19.0.10", "29500", "nccl", "64", "10", "300"]
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, input="not for the worker")
+    assert r.returncode == 0, r.stderr
+    assert tagged(r.stdout, "SMOKE_NODE") == {"host": "n", "ranks": 8}
+    got = json.loads(record.read_text())
+    worker = got["argv"][-5]
+    assert got["argv"] == ["-m", "torch.distributed.run", "--nnodes", "3", "--node-rank", "2", "--nproc-per-node", "8",
+                           "--master-addr", "198.19.0.10", "--master-port", "29500", worker, "nccl", "64", "10", "300"]
+    assert "dist.init_process_group(backend" in got["worker"] and got["omp"] == "1" and got["stdin"] == ""
+    assert not os.path.exists(worker)  # the worker's file is gone afterwards
+
+
+def test_a_launch_that_never_ends_is_stopped_at_the_timeout(tmp_path):
+    venv = tmp_path / "ws/proj/venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").write_text("#!/bin/sh\nexec sleep 60\n")
+    (venv / "bin/python").chmod(0o755)
+    o = opts(workspace=str(tmp_path / "ws"), repo={"url": "git://forge/proj.git", "branch": "main", "name": ""})
+    r = subprocess.run(launch_command(o, NODES, 1, 1, "gloo", 1, 1), shell=True, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 124 and r.stdout == "SMOKE_ERROR stopped after 1s (a node that never joined?)\n"
+
+
+def test_the_probe_reads_torch_and_counts_gpus_without_importing_torch(tmp_path):
+    site = tmp_path / "venv/lib/python3.12/site-packages"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch/__init__.py").write_text("raise SystemExit('imported')\n")
+    # As torch 2.11's own file reads (seen on the GPU machine).
+    (site / "torch/version.py").write_text("__all__ = ['__version__', 'debug', 'cuda']\n__version__ = '2.11.0+cu130'\n")
+    (site / "nvidia_nccl_cu13-2.28.9.dist-info").mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n[ \"$1\" = -L ] && printf 'GPU 0: NVIDIA H200 (UUID: x)\\n"
+                                        "GPU 1: NVIDIA H200 (UUID: y)\\n'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    probe = command("bash", "-c", render("smoke.sh.j2"), "smoke", "probe", str(tmp_path / "venv"))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(probe, shell=True, capture_output=True, text=True, env=env)
+    assert r.stdout == "TORCH 2.11.0+cu130 nccl 2.28.9\nGPUS 2\n", r.stderr
+    r = subprocess.run(command("bash", "-c", render("smoke.sh.j2"), "smoke", "probe", str(tmp_path / "none")),
+                       shell=True, capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert r.stdout == "TORCH none\nGPUS 0\n"
+
+
+def test_what_a_ray_task_saw_passes_or_names_the_problem():
+    seen = {"hostname": "node1", "gpu_ids": ["0", "1"], "env": {"NCCL_SOCKET_IFNAME": "ens7", "GLOO_SOCKET_IFNAME": "ens7"}}
+    assert ray_problem(seen, 2) == (None, "node1: 2 GPU(s) from Ray, GLOO_SOCKET_IFNAME=ens7 NCCL_SOCKET_IFNAME=ens7")
+    assert ray_problem(seen, 8)[0] == "Ray gives a task 2 GPU(s) on node1, 8 expected (multinode.gpu.count)"
+    bare = {**seen, "env": {"NCCL_SOCKET_IFNAME": "ens7"}}
+    assert ray_problem(bare, 0)[0] == "a Ray task on node1 sees no GLOO_SOCKET_IFNAME (rerun bootstrap: it restarts Ray)"
+    assert ray_problem({"error": "not an alive node of the Ray cluster"}, 0) == ("not an alive node of the Ray cluster", "")
+
+
+def test_bandwidth_as_nccl_tests_defines_it_and_tagged_lines():
+    assert bus_bandwidth(1e9, 1.0, 2) == (1.0, 1.0)
+    assert bus_bandwidth(1e9, 0.5, 8) == (2.0, 3.5)
+    assert bus_bandwidth(1e9, 1.0, 1) == (1.0, 0.0)  # one rank: nothing crosses a link
+    out = 'noise\nSMOKE_NODE {"a": 1}\nSMOKE {"world": 2}\nSMOKE {"world": 3}\n'
+    assert tagged(out, "SMOKE") == {"world": 3} and tagged(out, "SMOKE_NODE") == {"a": 1} and tagged(out, "X") is None
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
+def test_all_pairs_rounds_meet_every_pair_once_with_each_node_once_a_round(n):
+    from fabfile.bandwidth import rounds
+
+    found = rounds(list(range(1, n + 1)))
+    assert len(found) == (n - 1 if n % 2 == 0 else n)
+    pairs = [frozenset(p) for r in found for p in r]
+    assert len(pairs) == len(set(pairs)) == n * (n - 1) // 2
+    for r in found:
+        members = [x for p in r for x in p]
+        assert len(members) == len(set(members))
