@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fabfile.sandbox import Sandbox  # noqa: E402
-from fabfile.sandbox.cluster import LAPTOP_IP  # noqa: E402
+from multinode.sandbox import Sandbox  # noqa: E402
+from multinode.sandbox.cluster import LAPTOP_IP  # noqa: E402
 
 FAB = str(Path(sys.executable).parent / "fab")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.sandbox import Sandbox
+from multinode.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 FAB = str(Path(sys.executable).parent / "fab")

@@ -6,7 +6,7 @@ Docker alone is preinstalled in the node image (its install needs the
 internet); bootstrap puts the login user in its group.
 """
 
-from fabfile.sandbox.forge import SECRET_TEXT
+from multinode.sandbox.forge import SECRET_TEXT
 from tests.conftest import SECRETS, USERS, WANDB, node_sh
 from tests.test_hostkeys_users_e2e import accepted, rows
 
@@ -206,7 +206,7 @@ def test_nothing_waits_for_input(configured, healthy):
     assert "STEP tools failed exit 1" in log and "STEP tmux" in log  # the steps after it still ran
 
     # Fabric leaves a channel's stdin open; ours close it: `cat` ends at once.
-    probe = ("import sys; from fabfile.session import Session;"
+    probe = ("import sys; from multinode.session import Session;"
              "from fabric import Config; c = Config(); s = Session(sys.argv[1]); s.start(c);"
              "cxn = s.connection(s.nodes[0]); print(cxn.transport.packetizer._Packetizer__keepalive_interval);"
              "print(cxn.run('cat; echo eof', in_stream=False, hide=True, timeout=20).stdout)")

@@ -245,7 +245,7 @@ def test_a_worker_the_head_does_not_list_is_restarted_once(configured, healthy):
             " nohup /tmp/stale/raylet --gcs-address=198.19.0.10:6379 --node-ip-address=198.19.0.11 >/dev/null 2>&1 &")
     made = node_sh(sb, 1, fake)
     assert made.returncode == 0, made.stdout + made.stderr
-    from fabfile.raycluster import RAY_MEMBERS
+    from multinode.raycluster import RAY_MEMBERS
 
     deadline = time.time() + 90  # until the head's GCS has noticed that node1's Ray is gone
     while True:

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from fabfile.sandbox.cluster import LAPTOP_IP
+from multinode.sandbox.cluster import LAPTOP_IP
 from tests.conftest import ROOT, USERS
 
 

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from fabfile.inventory import BadInput, Node, adopt_known_users, load_state, parse_hosts, parse_node, save_state
+from multinode.inventory import BadInput, Node, adopt_known_users, load_state, parse_hosts, parse_node, save_state
 
 # Strings only: these addresses are parsed, never connected to.
 

@@ -4,10 +4,10 @@ import os
 import re
 import subprocess
 
-from fabfile.bootstrap import node_script
-from fabfile.config import options
-from fabfile.inventory import Node
-from fabfile.render import render
+from multinode.bootstrap import node_script
+from multinode.config import options
+from multinode.inventory import Node
+from multinode.render import render
 
 LIB = render("lib.sh.j2")
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fabfile.localfiles import replace_block, write_atomic
+from multinode.localfiles import replace_block, write_atomic
 
 
 def test_new_block_goes_on_top_and_is_replaced_in_place():
@@ -56,7 +56,7 @@ def test_logs_are_private_and_never_written_through_a_link(tmp_path, monkeypatch
 
     import pytest
 
-    from fabfile.localfiles import log_dir, private_log
+    from multinode.localfiles import log_dir, private_log
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     logs = log_dir("")

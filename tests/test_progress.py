@@ -2,9 +2,9 @@
 
 import io
 
-from fabfile.inventory import parse_hosts
-from fabfile.progress import Progress, elapsed
-from fabfile.report import Reporter
+from multinode.inventory import parse_hosts
+from multinode.progress import Progress, elapsed
+from multinode.report import Reporter
 
 
 def test_elapsed_reads_well():

@@ -8,10 +8,10 @@ import sys
 import pytest
 from jinja2 import UndefinedError
 
-from fabfile.bootstrap import STEPS, node_script, parse_steps, repo_name
-from fabfile.config import DEFAULTS, options
-from fabfile.inventory import BadInput, parse_hosts
-from fabfile.render import quote, render, shell_args
+from multinode.bootstrap import STEPS, node_script, parse_steps, repo_name
+from multinode.config import DEFAULTS, options
+from multinode.inventory import BadInput, parse_hosts
+from multinode.render import quote, render, shell_args
 
 
 def opts(**over):
@@ -52,12 +52,12 @@ def test_helpers():
     assert repo_name({"url": "x", "name": "mine"}) == "mine"
     out = "noise\nSTEP git ok Ada <a@b> [0.4s]\nSTEP docker failed exit 3 [12.0s]\nSTEP tools skipped [0.1s]\nSTEPS x\n"
     assert parse_steps(out) == [("git", "ok", "Ada <a@b>"), ("docker", "failed", "exit 3"), ("tools", "skipped", "")]
-    from fabfile.bootstrap import step_times
+    from multinode.bootstrap import step_times
     assert step_times(out) == {"git": 0.4, "docker": 12.0, "tools": 0.1}
 
 
 def test_bad_tools_and_workspace_refused():
-    from fabfile.inventory import BadInput
+    from multinode.inventory import BadInput
 
     with pytest.raises(BadInput, match=r"multinode.tools .*expected exactly name, check, install"):
         opts(tools=[{"name": "x"}])
@@ -89,7 +89,7 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
 
 
 def test_tmux_layout_windows_of_four_head_first():
-    from fabfile.tmux import layout
+    from multinode.tmux import layout
 
     three = layout(parse_hosts(",".join(f"198.18.0.{10 + i}:198.19.0.{10 + i}" for i in range(3))))
     assert [(w["name"], [p["worker"] for p in w["panes"]]) for w in three] == [
@@ -107,7 +107,7 @@ def test_single_node_script_has_no_cluster_steps():
 
 
 def test_verify_script_follows_the_config_and_parses():
-    from fabfile.verify import verify_script
+    from multinode.verify import verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     o = opts(workspace="/data/ws", repo={"url": "git://h/proj.git", "branch": "main", "name": ""},
@@ -158,7 +158,7 @@ def test_the_node_script_never_writes_a_users_shell_file():
 
 
 def test_verify_knows_every_check_its_checklist_holds():
-    from fabfile.verify import expected_checks, verify_script
+    from multinode.verify import expected_checks, verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     o = opts(git={"name": "a", "email": "a@b.example"}, dotfiles={"repo": "git://h/d.git"},
@@ -173,7 +173,7 @@ def test_verify_knows_every_check_its_checklist_holds():
 
 
 def test_credentials_in_repository_urls_are_split_off():
-    from fabfile.staging import split_credentials
+    from multinode.staging import split_credentials
 
     assert split_credentials("https://bob:gh_T0k%2Fen@git.example:8443/org/r.git?x=1") == (
         "https://git.example:8443/org/r.git?x=1", "https://bob:gh_T0k%2Fen@git.example:8443")
@@ -187,7 +187,7 @@ def test_credentials_in_repository_urls_are_split_off():
 
 def test_verify_reads_python_torch_and_nccl_from_the_venv_without_importing_torch(tmp_path):
     """The consistency facts: torch's version from torch/version.py, NCCL's from its wheel."""
-    from fabfile.verify import verify_script
+    from multinode.verify import verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10")
     o = opts(workspace=str(tmp_path), repo={"url": "git://h/proj.git", "branch": "main", "name": ""})

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from fabfile.sandbox import Sandbox
+from multinode.sandbox import Sandbox
 from tests.conftest import ROOT
 
 PROBE = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1], 22), timeout=3); print('open')\nexcept OSError as e: print(e.strerror)"

@@ -4,7 +4,6 @@
 the ``multinode`` console script anywhere.
 """
 
-from . import compat  # noqa: F401  (before anything imports patchwork)
 from invoke import Collection
 
 from . import bandwidth, bootstrap, headssh, hostkeys, notify, sandbox, setup, smoke, tmux, users, verify
