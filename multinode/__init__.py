@@ -6,13 +6,16 @@ the ``multinode`` console script anywhere.
 
 from invoke import Collection
 
-from . import bandwidth, bootstrap, headssh, hostkeys, notify, sandbox, setup, smoke, tmux, users, verify
+from . import bandwidth, bootstrap, execute, headssh, hostkeys, notify, sandbox, setup, smoke, sync, tmux, users, verify
 from .config import DEFAULTS
 from .executor import ClusterExecutor
 from .inventory import BadInput, Node, parse_hosts
+from .connections import NodeError
 from .session import Outcome, Session, session_of
+from .usertasks import collection, node_task
 
-__all__ = ["ClusterExecutor", "BadInput", "Node", "Outcome", "Session", "parse_hosts", "session_of", "ns"]
+__all__ = ["ClusterExecutor", "BadInput", "Node", "NodeError", "Outcome", "Session", "collection", "node_task",
+           "parse_hosts", "session_of", "ns"]
 
 ns = Collection()
 ns.add_task(hostkeys.hostkeys)
@@ -24,6 +27,8 @@ ns.add_task(verify.verify)
 ns.add_task(notify.notify)
 ns.add_task(bandwidth.bandwidth)
 ns.add_task(smoke.smoke)
+ns.add_task(execute.exec_)
+ns.add_task(sync.sync)
 ns.add_task(setup.setup)
 ns.add_collection(sandbox.ns)
 ns.configure({"multinode": DEFAULTS})

@@ -82,6 +82,8 @@ DEFAULTS = {
     # smoke: the all-reduce's rendezvous port on the head (torchrun's --master-port),
     # MiB each rank all-reduces, timed all-reduces, and seconds each part may take.
     "smoke": {"port": 29500, "size_mb": 64, "iters": 10, "timeout": 300},
+    # sync: names (or paths) never pushed; --exclude adds to them.
+    "sync": {"exclude": [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]},
     # What setup runs besides its own tasks: the bandwidth ring and the smoke test
     # (off: each takes the network or the GPUs for a while).
     "setup": {"bandwidth": False, "smoke": False},

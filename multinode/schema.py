@@ -181,6 +181,7 @@ SCHEMA = {
     "gpu": {"count": integer(0, 64), "model": line},
     "smoke": {"port": PORT, "size_mb": number(0.001, 16384), "iters": integer(1, 10_000), "timeout": integer(5, 3600)},
     "setup": {"bandwidth": boolean, "smoke": boolean},
+    "sync": {"exclude": list_of(line)},
     "consistency": {"ignore": list_of(pattern(re.compile("gpu|driver|cuda|python|torch|packages"),
                                               "one of gpu, driver, cuda, python, torch, packages"))},
     "script_timeout": SECONDS,
