@@ -6,7 +6,7 @@ the ``multinode`` console script anywhere.
 
 from invoke import Collection
 
-from . import bandwidth, bootstrap, execute, headssh, hostkeys, notify, sandbox, setup, smoke, sync, tmux, users, verify
+from . import bandwidth, bootstrap, execute, headssh, hostkeys, notify, sandbox, setup, smoke, sync, teardown, tmux, users, verify
 from .config import DEFAULTS
 from .executor import ClusterExecutor
 from .inventory import BadInput, Node, parse_hosts
@@ -29,6 +29,7 @@ ns.add_task(bandwidth.bandwidth)
 ns.add_task(smoke.smoke)
 ns.add_task(execute.exec_)
 ns.add_task(sync.sync)
+ns.add_task(teardown.teardown)
 ns.add_task(setup.setup)
 ns.add_collection(sandbox.ns)
 ns.configure({"multinode": DEFAULTS})

@@ -60,18 +60,24 @@ def update_known_hosts(text, keys):
     stale = {host for host, c in changed.items() if c}
     if not stale:
         return text, changed
+    out = forget_hosts(lines, stale)
+    out.extend(entry_line(host, keys[host]) for host in keys if host in stale)
+    return "".join(out), changed
+
+
+def forget_hosts(lines, hosts):
+    """known_hosts ``lines`` without ``hosts``' entries (their names alone, where a line names others too)."""
     out = []
     for line in lines:
         fields = line.split()
-        ours = _hosts_named(fields, stale)
+        ours = _hosts_named(fields, hosts)
         if not ours:
             out.append(line)
             continue
         kept = [n for n in fields[0].split(",") if not any(names_host(n, h) for h in ours)]
         if kept:  # a line shared with the user's other hosts keeps those names
             out.append(line.replace(fields[0], ",".join(kept), 1))
-    out.extend(entry_line(host, keys[host]) for host in keys if host in stale)
-    return "".join(out), changed
+    return out
 
 
 def reinstalled_nodes(session, value):

@@ -93,6 +93,21 @@ def replace_block(text, name, body, at_top=True):
     return text + sep + block
 
 
+def drop_block(text, name):
+    """``text`` without the block ``name`` (and the blank line a new block was given after it)."""
+    begin, end = begin_marker(name), end_marker(name)
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == begin), None)
+    if start is None:
+        return text
+    stop = next((i for i in range(start, len(lines)) if lines[i].rstrip("\n") == end), None)
+    if stop is None:
+        raise ValueError(f"{name}: '{begin}' without its '{end}' line; fix the file by hand")
+    if start == 0 and stop + 1 < len(lines) and lines[stop + 1] == "\n":
+        stop += 1
+    return "".join(lines[:start] + lines[stop + 1:])
+
+
 def private_log(path):
     """``path`` opened for writing: created 0600, truncated, never through a symlink."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

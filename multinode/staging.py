@@ -68,6 +68,28 @@ def staged_files(opts, key_path, nodes):
     return {k: v.encode() for k, v in files.items()}, missing
 
 
+def secret_values(opts, key_path):
+    """Every secret value multinode sends to a node, as lines to search for (teardown's proof).
+
+    The secrets, the git tokens, the age identity and the cluster's private key (its lines)."""
+    values = [secret_value(name, opts) for name in opts["secrets"]["env"]]
+    values += [secret_value(opts["secrets"][kind], opts) for kind in ("wandb", "huggingface") if opts["secrets"][kind]]
+    for url in (opts["repo"]["url"], opts["dotfiles"]["repo"]):
+        line = split_credentials(url)[1]
+        if line:  # scheme://user:password@host: the password, else a token given as the user
+            user, password = line.rsplit("@", 1)[0].split("://", 1)[1].split(":", 1)
+            values.append(urllib.parse.unquote(password or user))
+    age = Path(opts["dotfiles"]["age_key"]).expanduser()
+    if opts["dotfiles"]["repo"] and age.is_file():
+        values += [ln for ln in age.read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")]
+    if key_path is not None and Path(key_path).is_file():
+        # Its first two lines are the format's header and the public key: alike in every
+        # OpenSSH key (a host key would match) or not secret. The rest is this key's own.
+        values += [ln for ln in Path(key_path).read_text().splitlines() if not ln.startswith("-----")][2:]
+    # Short values would match anywhere: a secret is at least 8 characters.
+    return list(dict.fromkeys(v.strip() for v in values if v and len(v.strip()) >= 8))
+
+
 def cluster_signature(nodes):
     """Which machines a cluster is: a new -H cluster gets a new key."""
     return "".join(f"{n.public} {n.port} {n.private}\n" for n in nodes)

@@ -1,14 +1,13 @@
 """Your own tasks on every node, with multinode's executor, connections and report.
 
-    # fabfile.py, in a directory of yours; run with `multinode gpus`
+    # fabfile.py, in a directory of yours (README: "Your own tasks")
     from multinode import NodeError, Outcome, collection, node_task
 
-    @node_task(help={"min": "fewest GPUs a node may have"})
-    def gpus(node, cxn, min=1):
-        \"\"\"Count each node's GPUs.\"\"\"
+    @node_task(help={"least": "fewest GPUs a node may have"})
+    def gpus(node, cxn, least=1):
         count = int(cxn.run("nvidia-smi -L | wc -l", hide=True, in_stream=False).stdout)
-        if count < int(min):
-            raise NodeError(f"{count} GPU(s), fewer than {min}")
+        if count < int(least):
+            raise NodeError(f"{count} GPU(s), fewer than {least}")
         return Outcome("ok", f"{count} GPU(s)")
 
     ns = collection(gpus)  # multinode's tasks and yours: `multinode verify gpus`

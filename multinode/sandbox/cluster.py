@@ -300,10 +300,12 @@ class Sandbox:
             path.unlink(missing_ok=True)
             return
         rows = "".join(f"{model}, {memory}, {driver}, {ecc if i == 0 else 0}\\n" for i in range(count))
+        listed = "".join(f"GPU {i}: {model} (UUID: GPU-sandbox-{i})\\n" for i in range(count))
         path.write_text(
             "#!/bin/bash\n# sandbox: a fake nvidia-smi (multinode's tests)\n"
             'case "$*" in\n'
             f'  *--query-gpu=*) printf "{rows}" ;;\n'
+            f'  -L) printf "{listed}" ;;\n'
             f'  "") printf "| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: {cuda}     |\\n" ;;\n'
             '  *) echo "fake nvidia-smi: unsupported query: $*" >&2; exit 2 ;;\n'
             "esac\n")
