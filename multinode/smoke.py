@@ -124,9 +124,14 @@ def torch_plan(probes):
     return ("nccl", usual, problems) if usual else ("gloo", 1, problems)
 
 
+def venv_dir(opts):
+    """The workspace venv on a node."""
+    return venv_bin(opts, "python").rsplit("/bin/", 1)[0]
+
+
 def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
     """The command that starts node ``rank``'s part of the all-reduce (torchrun)."""
-    venv = venv_bin(opts, "python").rsplit("/bin/", 1)[0]
+    venv = venv_dir(opts)
     return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, program("smoke_torch.py"), timeout,
                    len(nodes), rank, nproc, nodes[0].private, opts["smoke"]["port"],
                    backend, size_mb, opts["smoke"]["iters"], timeout)
@@ -134,7 +139,7 @@ def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
 
 def torch_part(session, opts, size_mb, timeout):
     """The all-reduce across every node and GPU, or the reason it was skipped."""
-    venv = venv_bin(opts, "python").rsplit("/bin/", 1)[0]
+    venv = venv_dir(opts)
     probe = command("bash", "-c", render("smoke.sh.j2"), "smoke", "probe", venv)
 
     def ask(node, cxn):
