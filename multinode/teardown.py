@@ -59,10 +59,11 @@ def forget_locally(session, dry_run):
     gone = []
     with locked(s.ssh_config):
         text = read_text(s.ssh_config)
-        if drop_block(text, BLOCK) != text:
+        kept = drop_block(text, BLOCK)
+        if kept != text:
             gone.append(f"{s.ssh_config}: the {', '.join(n.alias for n in session.nodes)} aliases")
             if not dry_run:
-                write_atomic(s.ssh_config, drop_block(text, BLOCK), mode=0o600)
+                write_atomic(s.ssh_config, kept, mode=0o600)
     with locked(s.known_hosts):
         text = read_text(s.known_hosts)
         kept = "".join(forget_hosts(text.splitlines(keepends=True), {n.address for n in session.nodes}))
