@@ -14,10 +14,9 @@ alone, not sharing a node's bandwidth with another), and prints the matrix.
 from invoke import Collection, task
 
 from .connections import NodeError
-from .inventory import BadInput
 from .render import command
 from .report import columns
-from .session import Outcome, checks_arguments, session_of
+from .session import Outcome, checks_arguments, number_arg, session_of
 
 # Run on every node: SECONDS PORT OWN_IP TARGET_IP; serves, sends, prints "BW <gbit/s>".
 PROGRAM = """
@@ -56,14 +55,7 @@ time.sleep(1)  # let the node sending to us finish
 
 
 def seconds_arg(session, seconds=None, **_):
-    value = 3 if seconds is None else seconds
-    try:
-        value = float(value)
-        if not 0.2 <= value <= 600:
-            raise ValueError
-    except ValueError:
-        raise BadInput(f"bad --seconds {seconds!r}: 0.2 to 600") from None
-    return value
+    return number_arg("seconds", seconds, 3, float, 0.2, 600)
 
 
 def rounds(nodes):

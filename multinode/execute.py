@@ -9,34 +9,17 @@ named with its exit code.
 
 from invoke import task
 
-from .connections import NodeError
 from .inventory import BadInput
-from .session import Outcome, checks_arguments, session_of
+from .session import Outcome, checks_arguments, named_nodes, number_arg, session_of
 
 
 def chosen_nodes(session, nodes=None):
     """The nodes named in ``nodes`` (aliases or addresses, comma-separated), or all of them."""
-    if not nodes:
-        return list(session.nodes)
-    found = []
-    for name in (n.strip() for n in str(nodes).split(",")):
-        node = session.find(name)
-        if node is None:
-            known = ", ".join(n.alias for n in session.nodes)
-            raise BadInput(f"bad --nodes {nodes!r}: no node {name!r} in the cluster ({known})")
-        found.append(node)
-    return found
+    return named_nodes(session, nodes, "nodes") if nodes else list(session.nodes)
 
 
 def timeout_arg(session, timeout=None):
-    value = session.options["check_timeout"] if timeout is None else timeout
-    try:
-        value = int(value)
-        if not 1 <= value <= 86400:
-            raise ValueError
-    except ValueError:
-        raise BadInput(f"bad --timeout {timeout!r}: 1 to 86400 (seconds)") from None
-    return value
+    return number_arg("timeout", timeout, session.options["check_timeout"], int, 1, 86400, "seconds")
 
 
 def exec_arguments(session, command=None, nodes=None, timeout=None, **_):

@@ -17,7 +17,7 @@ from invoke import Collection, task
 from .connections import HINT, NodeError, fetch_host_key, fingerprint, keys_of, known_host_entries, names_host
 from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
-from .session import Outcome, checks_arguments, session_of
+from .session import Outcome, checks_arguments, named_nodes, session_of
 
 
 def entry_line(host, key):
@@ -84,17 +84,9 @@ def reinstalled_nodes(session, value):
     """The nodes named by ``--reinstalled`` (aliases or addresses, or ``all``), checked."""
     if not value:
         return set()
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    if names == ["all"]:
+    if str(value).strip() == "all":
         return {n.alias for n in session.nodes}
-    chosen = set()
-    for name in names:
-        node = session.find(name)
-        if node is None:
-            raise BadInput(f"bad --reinstalled {name!r}: not a node of this cluster "
-                           f"({', '.join(n.alias for n in session.nodes)}, their addresses, or all)")
-        chosen.add(node.alias)
-    return chosen
+    return {n.alias for n in named_nodes(session, value, "reinstalled", also=", or all")}
 
 
 @checks_arguments(lambda session, reinstalled=None, **_: reinstalled_nodes(session, reinstalled))

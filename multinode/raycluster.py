@@ -30,21 +30,35 @@ os._exit(0 if want <= alive else 1)  # skip the driver's slow shutdown
 """
 
 
-def members(session, opts, venv_python, wait):
-    """The private addresses Ray on the head lists as alive, waiting up to ``wait`` s for all; None if unknown."""
+def tagged(out, tag):
+    """The JSON after ``TAG `` on the last such line of ``out``, or None."""
+    lines = [ln for ln in out.splitlines() if ln.startswith(tag + " ")]
+    return json.loads(lines[-1][len(tag) + 1:]) if lines else None
+
+
+def on_head(session, task, python, source, tag, *args, timeout):
+    """Run the Python program ``source`` (a Ray driver) on the head: what it printed after ``TAG``.
+
+    None when the head failed (named, with the program's exit and last line)."""
     head = session.head
-    want = [n.private for n in session.alive()]  # failed nodes are named already
 
     def ask(node, cxn):
-        cmd = command(venv_python, "-c", RAY_MEMBERS, f"{head.private}:{opts['ray']['port']}", wait, *want)
-        result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=wait + opts["check_timeout"])
-        line = next((ln for ln in result.stdout.splitlines() if ln.startswith("RAY_MEMBERS ")), None)
-        if line is None:  # the query itself failed (no venv, no Ray): say how
+        result = cxn.run(command(python, "-c", source, *args), hide=True, warn=True, in_stream=False, timeout=timeout)
+        found = tagged(result.stdout, tag)
+        if found is None:  # the program itself failed (no venv, no Ray): say how
             raise UnexpectedExit(result)
-        return Outcome("ok", value=set(json.loads(line.split(" ", 1)[1])))
+        return Outcome("ok", value=found)
 
-    found = session.each("ray", ask, quiet=True, only=[head])
+    found = session.each(task, ask, quiet=True, only=[head])
     return found[head.alias].value if head.alias in found else None
+
+
+def members(session, opts, venv_python, wait):
+    """The private addresses Ray on the head lists as alive, waiting up to ``wait`` s for all; None if unknown."""
+    want = [n.private for n in session.alive()]  # failed nodes are named already
+    alive = on_head(session, "ray", venv_python, RAY_MEMBERS, "RAY_MEMBERS",
+                    f"{session.head.private}:{opts['ray']['port']}", wait, *want, timeout=wait + opts["check_timeout"])
+    return None if alive is None else set(alive)
 
 
 def check_ray(session, opts, venv_python, rejoin=None, first_wait=20):

@@ -38,6 +38,30 @@ def checks_arguments(check):
     return attach
 
 
+def number_arg(flag, given, default, kind, low, high, unit=""):
+    """A task's numeric option: ``given`` (``default`` when None) as ``kind``, from ``low`` to ``high``."""
+    value = default if given is None else given
+    try:
+        value = kind(value)
+        if not low <= value <= high:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise BadInput(f"bad --{flag} {given!r}: {low:g} to {high:g}" + (f" ({unit})" if unit else "")) from None
+    return value
+
+
+def named_nodes(session, value, flag, also=""):
+    """The nodes a comma-separated option names (aliases or addresses), in that order; a bad name is `BadInput`."""
+    found = []
+    for name in (v.strip() for v in str(value).split(",") if v.strip()):
+        node = session.find(name)
+        if node is None:
+            raise BadInput(f"bad --{flag} {name!r}: not a node of this cluster "
+                           f"({', '.join(n.alias for n in session.nodes)}, their addresses{also})")
+        found.append(node)
+    return found
+
+
 def session_of(c):
     """The running `Session` of a task's context."""
     session = c.__dict__.get("session")

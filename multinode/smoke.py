@@ -20,38 +20,24 @@ torchrun rather than Ray: it is how most training is started, and it needs
 nothing in the venv but torch (Ray Train would add its own dependencies).
 """
 
-import json
 
 from invoke import Collection, task
 
 from .bootstrap import venv_bin
 from .connections import NodeError
-from .inventory import BadInput
+from .raycluster import on_head, tagged
 from .render import command, program, render
-from .session import Outcome, checks_arguments, session_of
+from .session import Outcome, checks_arguments, number_arg, session_of
 
 
 def size_arg(session, size_mb=None, **_):
-    value = session.options["smoke"]["size_mb"] if size_mb is None else size_mb
-    try:
-        value = float(value)
-        if not 0.001 <= value <= 16384:
-            raise ValueError
-    except ValueError:
-        raise BadInput(f"bad --size-mb {size_mb!r}: 0.001 to 16384 (MiB)") from None
-    return value
+    return number_arg("size-mb", size_mb, session.options["smoke"]["size_mb"], float, 0.001, 16384, "MiB")
 
 
 def bus_bandwidth(nbytes, seconds, world):
     """An all-reduce's (algorithm, bus) bandwidth in GB/s, as nccl-tests reports them."""
     algbw = nbytes / seconds / 1e9
     return algbw, algbw * 2 * (world - 1) / world
-
-
-def tagged(out, tag):
-    """The JSON after ``TAG `` on the last such line of ``out``, or None."""
-    lines = [ln for ln in out.splitlines() if ln.startswith(tag + " ")]
-    return json.loads(lines[-1][len(tag) + 1:]) if lines else None
 
 
 def ray_part(session, opts, timeout):
@@ -62,22 +48,13 @@ def ray_part(session, opts, timeout):
         session.report.write(f"smoke: Ray part skipped: {why}")
         return
     expected = opts["gpu"]["count"]
-
-    def ask(node, cxn):
-        cmd = command(venv_bin(opts, "python"), "-c", program("smoke_ray.py"),
-                      f"{head.private}:{opts['ray']['port']}", timeout, *[n.private for n in nodes])
-        result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout + opts["check_timeout"])
-        found = tagged(result.stdout, "SMOKE_RAY")
-        if found is None:
-            last = (result.stderr.strip().splitlines() or [f"exit {result.exited}"])[-1]
-            raise NodeError(f"the Ray driver on the head failed: {last}")
-        return Outcome("ok", value=found)
-
-    asked = session.each("smoke-ray", ask, quiet=True, only=[head])
-    if head.alias not in asked:
+    asked = on_head(session, "smoke-ray", venv_bin(opts, "python"), program("smoke_ray.py"), "SMOKE_RAY",
+                    f"{head.private}:{opts['ray']['port']}", timeout, *[n.private for n in nodes],
+                    timeout=timeout + opts["check_timeout"])
+    if asked is None:
         return
     for node in nodes:
-        got = asked[head.alias].value.get(node.private, {"error": "no answer"})
+        got = asked.get(node.private, {"error": "no answer"})
         problem, detail = ray_problem(got, expected)
         if problem:
             session.fail(node, "smoke-ray", problem)
@@ -190,14 +167,7 @@ def smoke_arguments(session, size_mb=None, timeout=None, **_):
 
 
 def timeout_arg(session, timeout=None, **_):
-    value = session.options["smoke"]["timeout"] if timeout is None else timeout
-    try:
-        value = int(value)
-        if not 5 <= value <= 3600:
-            raise ValueError
-    except ValueError:
-        raise BadInput(f"bad --timeout {timeout!r}: 5 to 3600 (seconds)") from None
-    return value
+    return number_arg("timeout", timeout, session.options["smoke"]["timeout"], int, 5, 3600, "seconds")
 
 
 @checks_arguments(smoke_arguments)

@@ -15,7 +15,8 @@ import pytest
 from multinode.config import DEFAULTS, options
 from multinode.inventory import parse_hosts
 from multinode.render import command, render
-from multinode.smoke import bus_bandwidth, launch_command, ray_problem, tagged, torch_plan
+from multinode.raycluster import tagged
+from multinode.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan
 
 NODES = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:198.19.0.12")
 
