@@ -13,22 +13,41 @@ from .render import command
 from .session import Outcome
 
 # Run on the head: ADDRESS WAIT PRIVATE...; waits until every expected private address
-# is an alive Ray node, prints the alive ones, exits 1 if one is missing.
+# is an alive Ray node, prints the alive ones, exits 1 if one is missing. It reads the
+# GCS's node table as Ray's own tools do (GcsClient: no driver started, which costs
+# more than importing ray); a Ray without it answers through ray.init and ray.nodes().
 RAY_MEMBERS = """
 import json, os, sys, time
 import ray
 address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
-ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 deadline = time.time() + wait
-while True:
-    alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-    if want <= alive or time.time() > deadline:
-        break
-    time.sleep(1)
-print("RAY_MEMBERS " + json.dumps(sorted(alive)), flush=True)
-os._exit(0 if want <= alive else 1)  # skip the driver's slow shutdown
-"""
 
+
+def from_gcs():
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    gcs = GcsClient(address=address)
+    return lambda: {n.node_manager_address for n in gcs.get_all_node_info(timeout=10).values()
+                    if n.state == GcsNodeInfo.ALIVE}
+
+
+def from_driver():
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    return lambda: {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+
+
+try:
+    nodes = from_gcs()
+    alive = nodes()
+except (ImportError, AttributeError, TypeError):
+    nodes = from_driver()
+    alive = nodes()
+while not want <= alive and time.time() < deadline:
+    time.sleep(1)
+    alive = nodes()
+print("RAY_MEMBERS " + json.dumps(sorted(alive)), flush=True)
+os._exit(0 if want <= alive else 1)  # skip a driver's slow shutdown
+"""
 
 def tagged(out, tag):
     """The JSON after ``TAG `` on the last such line of ``out``, or None."""

@@ -206,3 +206,20 @@ def test_ray_is_started_with_every_word_quoted(tmp_path):
     assert args == [str(venv / "ray"), "start", "--head", "--port=6379", "--include-dashboard=false",
                     "--node-ip-address=198.19.0.10", "--disable-usage-stats", "--block", "--num-cpus=1",
                     "--object-store-memory=100000000"]
+
+
+def test_venv_torch_reads_torch_and_nccl_from_the_venvs_files(tmp_path):
+    site = tmp_path / "venv/lib/python3.11/site-packages"
+    (site / "torch").mkdir(parents=True)
+    assert sh("venv_torch venv", tmp_path) == ""  # no version.py: no torch
+    (site / "torch/version.py").write_text("from typing import Optional\n__version__ = '2.5.1+cu124'\ngit = 'x'\n")
+    assert sh("venv_torch venv", tmp_path) == "2.5.1+cu124 nccl bundled\n"
+    (site / "nvidia_nccl_cu12-2.21.5.dist-info").mkdir()
+    assert sh("venv_torch venv", tmp_path) == "2.5.1+cu124 nccl 2.21.5\n"
+    assert sh("venv_torch nowhere", tmp_path) == ""
+
+
+def test_private_iface_names_the_interface_of_an_address(tmp_path):
+    # The loopback carries 127.0.0.1 on every Linux machine; no interface carries 198.18.255.254 here.
+    assert sh("private_iface 127.0.0.1", tmp_path) == "lo\n"
+    assert sh("private_iface 198.18.255.254", tmp_path) == "\n"

@@ -119,7 +119,7 @@ def test_verify_script_follows_the_config_and_parses():
     assert "t env:OPENAI_API_KEY " in head and "env:ANTHROPIC_API_KEY" not in head
     assert 'na wandb-netrc "no wandb key on the laptop"' in head and "t hf-token " in head
     assert "res ray-cluster ok" in head and 'na ray-cluster "checked on the head"' in worker
-    assert "/proc/$pid/environ" in head and "res nccl-ray ok" in worker  # what Ray's workers carry
+    assert "/proc/$worker_pid/environ" in head and "res nccl-ray ok" in worker  # what Ray's workers carry
     # No bare `wait`: it would reap the head's Ray query, which runs in the background meanwhile.
     assert not [ln for ln in head.splitlines() if ln.strip() == "wait"]
     assert "t ssh-config " in head and "aliases worker1" in head and "na ssh-config" in worker
