@@ -1,6 +1,6 @@
 """The Ray cluster seen from the head: which nodes are alive in it.
 
-Asked through the GCS (``ray.nodes()``) with the workspace venv's Python, in
+Asked of the GCS (its node table) with the workspace venv's Python, in
 one remote command that waits up to ``ray.wait`` seconds for late joiners.
 verify's ray-cluster check runs the same query, without waiting.
 """
@@ -9,45 +9,14 @@ import json
 
 from invoke.exceptions import UnexpectedExit
 
-from .render import command
+from .render import command, program
 from .session import Outcome
 
-# Run on the head: ADDRESS WAIT PRIVATE...; waits until every expected private address
-# is an alive Ray node, prints the alive ones, exits 1 if one is missing. It reads the
-# GCS's node table as Ray's own tools do (GcsClient: no driver started, which costs
-# more than importing ray); a Ray without it answers through ray.init and ray.nodes().
-RAY_MEMBERS = """
-import json, os, sys, time
-import ray
-address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
-deadline = time.time() + wait
+# Run on the head: ADDRESS WAIT PRIVATE...; prints the alive members, exits 1 if one
+# is missing after WAIT seconds (templates/ray_members.py: the GCS asked directly,
+# without importing ray, else through Ray).
+RAY_MEMBERS = program("ray_members.py")
 
-
-def from_gcs():
-    from ray._raylet import GcsClient
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
-    gcs = GcsClient(address=address)
-    return lambda: {n.node_manager_address for n in gcs.get_all_node_info(timeout=10).values()
-                    if n.state == GcsNodeInfo.ALIVE}
-
-
-def from_driver():
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    return lambda: {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-
-
-try:
-    nodes = from_gcs()
-    alive = nodes()
-except (ImportError, AttributeError, TypeError):
-    nodes = from_driver()
-    alive = nodes()
-while not want <= alive and time.time() < deadline:
-    time.sleep(1)
-    alive = nodes()
-print("RAY_MEMBERS " + json.dumps(sorted(alive)), flush=True)
-os._exit(0 if want <= alive else 1)  # skip a driver's slow shutdown
-"""
 
 def tagged(out, tag):
     """The JSON after ``TAG `` on the last such line of ``out``, or None."""

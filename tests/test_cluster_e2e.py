@@ -35,6 +35,17 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
             break
         time.sleep(2)
     assert status.stdout.count(" node_") == 3, status.stdout + status.stderr
+    # The head's member query asks the GCS directly (no `import ray`); where that cannot answer (here: a
+    # method the GCS does not have), Ray's own client answers, the same.
+    from multinode.raycluster import RAY_MEMBERS
+
+    direct = node_sh(sb, 0, f"{VENV}/python -I -c {shlex.quote(RAY_MEMBERS)} 198.19.0.10:6379 0 198.19.0.11")
+    forced = RAY_MEMBERS.replace("NodeInfoGcsService/GetAllNodeInfo", "NodeInfoGcsService/NoSuchMethod")
+    via_ray = node_sh(sb, 0, f"{VENV}/python -I -c {shlex.quote(forced)} 198.19.0.10:6379 0 198.19.0.11")
+    assert direct.returncode == 0 and "asking Ray" not in direct.stderr, direct.stdout + direct.stderr
+    assert via_ray.returncode == 0 and "asking Ray" in via_ray.stderr, via_ray.stdout + via_ray.stderr
+    members = '["198.19.0.10", "198.19.0.11", "198.19.0.12"]'
+    assert direct.stdout.split("RAY_MEMBERS ")[-1].strip() == via_ray.stdout.split("RAY_MEMBERS ")[-1].strip() == members
     # fab smoke: a Ray task pinned to each node reports its host and what NCCL/Gloo will use there.
     smoke = laptop.fab("smoke")
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
