@@ -147,6 +147,9 @@ def test_setup_verify_notify(cluster):
     assert data["ok"] is False and data["nodes"]["rental2"]["checks"]["age-key"]["status"] == "fail"
     assert data["nodes"]["rental1"]["checks"]["age-key"]["status"] == "ok"
     assert data["nodes"]["rental0"]["checks"]["ray-cluster"] == {"status": "ok", "reason": ""}
+    # Our chezmoi config names ~/key.txt: chezmoi verify passing decrypted every encrypted dotfile with it.
+    assert data["nodes"]["rental1"]["checks"]["decrypt"] == {"status": "ok",
+                                                             "reason": "chezmoi verify decrypted them with ~/key.txt"}
 
     urls = laptop.home / "notify-urls"
     urls.write_text(f"# a second channel, kept out of argv\njson://127.0.0.1:{PORT}/?second=1\n")
