@@ -39,6 +39,7 @@ def why(err):
             else "no route" if err in (errno.EHOSTUNREACH, errno.ENETUNREACH) else errno.errorcode.get(err, str(err)))
 
 
+RETRIED = ("refused", "timeout", "ECONNRESET", "ECONNABORTED")
 result, waiting = {}, set(peers)
 while waiting and time.monotonic() < deadline:
     sel = selectors.DefaultSelector()
@@ -60,9 +61,10 @@ while waiting and time.monotonic() < deadline:
     for key in list(sel.get_map().values()):  # still connecting: a timeout, unless a later round answers
         result.setdefault(key.data, "timeout")
         key.fileobj.close()
-    # Done: those that answered, and routes known to be missing; a refusal is retried (a peer's
-    # listener may start later), as is a connection still pending.
-    waiting = {ip for ip in waiting if result.get(ip) in ("refused", "timeout")}
+    # Done: those that answered, and routes known to be missing. Retried: a refusal (a peer's
+    # listener may start later), a reset (an earlier run's listener, sharing the port, closed
+    # with this connection in its queue) and a connection still pending.
+    waiting = {ip for ip in waiting if result.get(ip) in RETRIED}
     for ip in waiting:
         if result[ip] == "timeout":
             result.pop(ip)
