@@ -7,7 +7,7 @@ wall time minus the slowest node's own script time, as that node measured
 it) and the step times summed over the nodes (from bootstrap.json).
 
 For each N: bring up N fresh sandbox nodes (and the forge), time
-``fab -H ... setup`` and then ``fab verify`` (three times, the median) from the laptop namespace, count
+``fab -H ... setup`` and then ``fab verify`` (five times, the median) from the laptop namespace, count
 the SSH logins each node's sshd accepted from the laptop (its -e log), and
 read the fab process's peak memory (wait4's ru_maxrss), and the CPU time the
 nodes themselves used (the sandbox puts each node in a cgroup). Prints the wall
@@ -70,7 +70,7 @@ def timed(sb, env, name, *args):
     return time.monotonic() - start, usage.ru_maxrss / 1024, code, usage.ru_utime + usage.ru_stime
 
 
-VERIFY_RUNS = 3
+VERIFY_RUNS = 5
 LIGHT = {"repo": {"url": ""}, "dotfiles": {"repo": ""}, "ray": {"enabled": False}}
 
 
@@ -88,7 +88,7 @@ def measure(n, key, light=False):
         idle = nodes_cpu(sb)
         setup_s, setup_mb, setup_rc, setup_cpu = timed(sb, env, f"setup-{n}", "-H", sb.hosts, "setup", "--tail", "0")
         after_setup, setup_nodes_cpu = logins(sb), nodes_cpu(sb) - idle
-        # verify three times (the median counts): one run on a machine this busy is noise.
+        # verify five times (the median counts): one run on a machine this busy is noise.
         runs = [timed(sb, env, f"verify-{n}", "verify") for _ in range(VERIFY_RUNS)]
         verify_s = sorted(r[0] for r in runs)[VERIFY_RUNS // 2]
         verify_mb, verify_rc = max(r[1] for r in runs), max(r[2] for r in runs)
