@@ -30,36 +30,48 @@ def secret_value(name, opts):
     return os.environ.get(name) or None
 
 
+def configured_secrets(opts):
+    """The secrets the config names, read on the laptop: [(kind, name, value or None)].
+
+    ``kind``: "env" (a variable of ~/.env), "wandb" or "huggingface"."""
+    found = [("env", name, secret_value(name, opts)) for name in opts["secrets"]["env"]]
+    return found + [(kind, opts["secrets"][kind], secret_value(opts["secrets"][kind], opts))
+                    for kind in ("wandb", "huggingface") if opts["secrets"][kind]]
+
+
+def git_credentials(opts):
+    """The credential lines split off the repo and dotfiles URLs (scheme://user:token@host), once each."""
+    lines = (split_credentials(opts["repo"]["url"])[1], split_credentials(opts["dotfiles"]["repo"])[1])
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def age_identity(opts):
+    """The age key file's text, when dotfiles are configured and it exists."""
+    age = Path(opts["dotfiles"]["age_key"]).expanduser()
+    return age.read_text() if opts["dotfiles"]["repo"] and age.is_file() else None
+
+
+FORMATS = {"wandb": ("netrc", "machine api.wandb.ai\n  login user\n  password {}\n"),
+           "huggingface": ("hf_token", "{}\n")}
+
+
 def staged_files(opts, key_path, nodes):
     """{name: bytes} sent to every node's staging directory, and missing secret names."""
-    files, missing = {}, []
-    env_lines = []
-    for name in opts["secrets"]["env"]:
-        value = secret_value(name, opts)
+    files, missing, env_lines = {}, [], []
+    for kind, name, value in configured_secrets(opts):
         if value is None:
             missing.append(name)
-        else:
+        elif kind == "env":
             env_lines.append(f"export {name}={quote(value)}\n")
+        else:
+            fname, fmt = FORMATS[kind]
+            files[fname] = fmt.format(value)
     if env_lines:
         files["env"] = "".join(env_lines)
-    for kind, fname, fmt in (
-        ("wandb", "netrc", "machine api.wandb.ai\n  login user\n  password {}\n"),
-        ("huggingface", "hf_token", "{}\n"),
-    ):
-        name = opts["secrets"][kind]
-        if name:
-            value = secret_value(name, opts)
-            if value is None:
-                missing.append(name)
-            else:
-                files[fname] = fmt.format(value)
-    credentials = [line for _, line in (split_credentials(opts["repo"]["url"]),
-                                        split_credentials(opts["dotfiles"]["repo"])) if line]
-    if credentials:
-        files["git-credentials"] = "".join(f"{line}\n" for line in dict.fromkeys(credentials))
-    age = Path(opts["dotfiles"]["age_key"]).expanduser()
-    if opts["dotfiles"]["repo"] and age.is_file():
-        files["age_key"] = age.read_text()
+    if git_credentials(opts):
+        files["git-credentials"] = "".join(f"{line}\n" for line in git_credentials(opts))
+    if age_identity(opts) is not None:
+        files["age_key"] = age_identity(opts)
     if key_path is not None:  # None: --dry-run of a cluster that has no key yet
         pub = Path(f"{key_path}.pub").read_text().strip()
         files["cluster_key"] = key_path.read_text()
@@ -72,16 +84,11 @@ def secret_values(opts, key_path):
     """Every secret value multinode sends to a node, as lines to search for (teardown's proof).
 
     The secrets, the git tokens, the age identity and the cluster's private key (its lines)."""
-    values = [secret_value(name, opts) for name in opts["secrets"]["env"]]
-    values += [secret_value(opts["secrets"][kind], opts) for kind in ("wandb", "huggingface") if opts["secrets"][kind]]
-    for url in (opts["repo"]["url"], opts["dotfiles"]["repo"]):
-        line = split_credentials(url)[1]
-        if line:  # scheme://user:password@host: the password, else a token given as the user
-            user, password = line.rsplit("@", 1)[0].split("://", 1)[1].split(":", 1)
-            values.append(urllib.parse.unquote(password or user))
-    age = Path(opts["dotfiles"]["age_key"]).expanduser()
-    if opts["dotfiles"]["repo"] and age.is_file():
-        values += [ln for ln in age.read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")]
+    values = [value for _, _, value in configured_secrets(opts)]
+    for line in git_credentials(opts):  # scheme://user:password@host: the password, else a token given as the user
+        user, password = line.rsplit("@", 1)[0].split("://", 1)[1].split(":", 1)
+        values.append(urllib.parse.unquote(password or user))
+    values += [ln for ln in (age_identity(opts) or "").splitlines() if ln.startswith("AGE-SECRET-KEY-")]
     if key_path is not None and Path(key_path).is_file():
         # Its first two lines are the format's header and the public key: alike in every
         # OpenSSH key (a host key would match) or not secret. The rest is this key's own.
