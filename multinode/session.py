@@ -92,6 +92,7 @@ class Session:
         self.pairs = []  # verify's unreachable pairs of nodes
         self.interrupted = False
         self.remember = True  # False: this run writes nothing on the laptop (a dry run)
+        self.touched = set()  # aliases of the nodes this run's tasks worked on (the summary counts these)
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -171,6 +172,7 @@ class Session:
             return node.alias, outcome
 
         targets = [n for n in only or self.nodes if n.alias not in self.failed]
+        self.touched.update(n.alias for n in targets)
         if not targets:
             return {}
         pool = ThreadPoolExecutor(max_workers=min(self.settings.workers, len(targets)))
@@ -248,6 +250,8 @@ class Session:
             return
         if self.remember:
             save_state(self.settings.state, self.nodes)
-        self.report.summary(self.nodes, self.failed)
+        # The nodes the run worked on (`exec --nodes` picks some), else all of them.
+        worked = [n for n in self.nodes if n.alias in self.touched or n.alias in self.failed]
+        self.report.summary(worked or self.nodes, self.failed)
         if self.failed:
             raise Exit(code=1)

@@ -72,25 +72,29 @@ def local_tree(root, patterns):
     return tree
 
 
+LISTING = "find . -mindepth 1 -printf '%y %s %T@ %P\\0%l\\0'"
+
+
 def remote_tree(listing):
-    """{relative path: (kind, size, mtime)} from ``find -printf '%y %s %T@ %P\\0'``."""
+    """{relative path: (kind, size, mtime, link target)} from `LISTING`'s output."""
     tree = {}
-    for entry in listing.split("\0"):
+    fields = listing.split("\0")
+    for entry, target in zip(fields[::2], fields[1::2]):
         if entry.count(" ") >= 3:
             kind, size, mtime, rel = entry.split(" ", 3)
             if rel:
-                tree[rel] = (kind, int(size), int(float(mtime)))
+                tree[rel] = (kind, int(size), int(float(mtime)), target)
     return tree
 
 
 def differs(mine, theirs):
-    """What to send: the paths whose kind, size or time differ (directories: only when missing)."""
+    """What to send: files whose size or time differ, links whose target differs, what is missing."""
     send = []
-    for rel, (kind, size, mtime, _, _) in mine.items():
+    for rel, (kind, size, mtime, _, target) in mine.items():
         there = theirs.get(rel)
-        if there is None or there[0] != kind or (kind != "d" and (there[1] != size or there[2] != mtime)):
-            if not (kind == "l" and there and there[0] == "l"):  # a link already there is kept
-                send.append(rel)
+        if (there is None or there[0] != kind or (kind == "f" and there[1:3] != (size, mtime))
+                or (kind == "l" and there[3] != target)):
+            send.append(rel)
     return send
 
 
@@ -115,9 +119,10 @@ def sync(c, source, dest=None, exclude=None, dry_run=False):
 
     def push(node, cxn):
         make = "" if dry_run else f"mkdir -p -- {command(remote)} && "
-        listing = cxn.run(f"{make}cd -- {command(remote)} 2>/dev/null && find . -mindepth 1 -printf '%y %s %T@ %P\\0' || true",
+        listing = cxn.run(f"{make}cd -- {command(remote)} 2>/dev/null && {LISTING} || true",
                           hide=True, in_stream=False, timeout=timeout).stdout
-        send = differs(mine, remote_tree(listing))
+        theirs = remote_tree(listing)
+        send = differs(mine, theirs)
         files = [rel for rel in send if mine[rel][0] == "f"]
         size = sum(mine[rel][1] for rel in files)
         if not send:
@@ -132,6 +137,8 @@ def sync(c, source, dest=None, exclude=None, dry_run=False):
             if kind == "d":
                 sftp.mkdir(path, mode)
             elif kind == "l":
+                if rel in theirs and theirs[rel][0] != "d":  # another link (or a file) there: replaced
+                    sftp.remove(path)
                 sftp.symlink(target, path)
             else:
                 part = f"{remote}/{os.path.dirname(rel) + '/' if '/' in rel else ''}.{os.path.basename(rel)}.multinode-sync"

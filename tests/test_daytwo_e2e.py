@@ -26,6 +26,7 @@ def test_exec_groups_output_and_names_failures(configured, healthy):
     assert chained.returncode == 0 and "---------------- rental0, rental1, rental2 ----------------\nLinux\n" in chained.stdout
     some = laptop.fab("exec", "--nodes", "rental0,rental2", "hostname")
     assert "rental1" not in some.stdout.split("----\n", 1)[1] and "node2" in some.stdout
+    assert some.stdout.rstrip().endswith("all 2 node(s) ok"), some.stdout  # the summary counts those it ran on
     slow = laptop.fab("exec", "--timeout", "1", "sleep 30")
     assert slow.returncode == 1 and all(s == "FAILED" and "no answer after 1s" in d for s, d in rows(slow.stdout, "exec").values())
     assert laptop.fab("exec", "--nodes", "rental7", "true").returncode == 2
@@ -57,6 +58,17 @@ def test_sync_sends_only_what_differs(configured, healthy, tmp_path):
     changed = laptop.fab("sync", str(src), "--dest", dest, "--exclude", "*.log")
     assert all(d.startswith(f"{dest}: sent 1 file(s), 12 B") for _, d in rows(changed.stdout, "sync").values())
     assert [node_sh(sb, n, f"cat {dest}/pkg/train.py").stdout for n in range(3)] == ["print('v2')\n"] * 3
+    # A link is sent as a link; pointed elsewhere, it is sent again.
+    (src / "latest").symlink_to("pkg/train.py")
+    laptop.fab("sync", str(src), "--dest", dest, "--exclude", "*.log")
+    assert node_sh(sb, 1, f"readlink {dest}/latest").stdout == "pkg/train.py\n"
+    (src / "latest").unlink()
+    (src / "latest").symlink_to("run it.sh")
+    relinked = laptop.fab("sync", str(src), "--dest", dest, "--exclude", "*.log")
+    assert relinked.returncode == 0 and all("sent 0 file(s)" in d for _, d in rows(relinked.stdout, "sync").values())
+    assert [node_sh(sb, n, f"readlink {dest}/latest").stdout for n in range(3)] == ["run it.sh\n"] * 3
+    assert {s for s, _ in rows(laptop.fab("sync", str(src), "--dest", dest, "--exclude", "*.log").stdout,
+                               "sync").values()} == {"ok"}
     assert laptop.fab("sync", str(tmp_path / "nowhere")).returncode == 2
 
 
