@@ -32,11 +32,15 @@ from .staging import cluster_key, private_dir, secret_values
 from .users import BLOCK
 
 PLACE = ".cache/multinode/teardown"
-ON_NODES = ("Ray and the tmux sessions multinode, exec, ray", "~/.env and ~/.netrc: the multinode blocks",
-            "~/.cache/huggingface/token", "~/key.txt", "chezmoi's config and state, and the files it decrypted",
-            "~/.ssh/multinode_cluster (+.pub), its authorized_keys line, ~/.ssh/multinode_config, "
-            "~/.ssh/multinode_known_hosts, /etc/ssh/ssh_config.d/multinode-USER.conf",
-            "~/.cache/multinode/stage (leftovers)")
+def node_script(node, opts, workspace):
+    """The teardown script of ``node``."""
+    return render("teardown.sh.j2", alias=node.alias, workspace=opts["workspace"],
+                  repo_name=repo_name(opts["repo"]), workspace_too=workspace)
+
+
+def removes(script):
+    """What a teardown script takes away: its "# Removes:" lines."""
+    return [line[len("# Removes: "):].rstrip(".") for line in script.splitlines() if line.startswith("# Removes: ")]
 
 
 def teardown_arguments(session, yes=False, dry_run=False, **_):
@@ -91,9 +95,10 @@ def teardown(c, yes=False, dry_run=False, workspace=False):
     nodes = list(session.nodes)
     if dry_run:
         session.remember = False
-        items = list(ON_NODES) + ([opts["workspace"]] if workspace else [])
         for node in nodes:
-            session.report.line("teardown", node, "ok", "would remove: " + "; ".join(items))
+            items = removes(node_script(node, opts, workspace))
+            session.report.line("teardown", node, "ok", "would remove: " + "; ".join(items)
+                                + (f": {opts['workspace']}" if workspace else ""))
         for what in forget_locally(session, dry_run=True):
             session.report.write(f"teardown: would forget {what}")
         return
@@ -111,8 +116,7 @@ def teardown(c, yes=False, dry_run=False, workspace=False):
         path = f"{PLACE}/values"
         with sftp.open(path, "wb") as fh:  # in a directory only we can enter, from the start
             fh.write(values)
-        script = render("teardown.sh.j2", alias=node.alias, workspace=opts["workspace"],
-                        repo_name=repo_name(opts["repo"]), workspace_too=workspace)
+        script = node_script(node, opts, workspace)
         result = cxn.run(command("bash", "-c", script, "teardown", path), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
         out = result.stdout.splitlines()

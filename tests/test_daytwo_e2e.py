@@ -127,6 +127,13 @@ def test_teardown_leaves_no_secret_and_forgets_the_cluster(configured, healthy):
     values.append(decrypted)
     for nid in range(3):
         assert holding(sb, nid, values), "the search must find the secrets before teardown"
+    # --dry-run: what the node script's parts remove, and what is forgotten here; nothing changes.
+    dry = laptop.fab("teardown", "--dry-run", "--workspace")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    status, detail = rows(dry.stdout, "teardown")["rental1"]
+    assert detail.startswith("would remove: Ray and the tmux sessions multinode, exec, ray (stopped); ") and \
+        "the age identity (~/key.txt)" in detail and detail.endswith("its venv (--workspace): /workspace"), detail
+    assert "teardown: would forget" in dry.stdout and holding(sb, 1, values)
     sb.exec(2, "ip", "link", "set", "eth0", "down")  # rental2 is gone already
     td = laptop.fab("teardown", "--yes", timeout=300)
     assert td.returncode == 1, td.stdout + td.stderr
