@@ -102,6 +102,7 @@ def measure(n, key, light=False):
         return {
             "overhead_s": setup_s - slowest, "slowest_script_s": slowest, "step_sums": steps,
             "n": n, "setup_s": setup_s, "setup_rc": setup_rc, "verify_s": verify_s, "verify_rc": verify_rc,
+            "verify_runs": [r[0] for r in runs],
             "setup_logins": sorted(set(after_setup)),
             "verify_logins": sorted({b - a for a, b in zip(after_setup, after_verify)}),
             "peak_mb": max(setup_mb, verify_mb), "setup_cpu": setup_cpu, "nodes_cpu": setup_nodes_cpu,
@@ -122,7 +123,7 @@ def main():
         results.append(measure(n, key, light))
         r = results[-1]
         print(f"N={n}: setup {r['setup_s']:.1f}s (exit {r['setup_rc']}), verify {r['verify_s']:.2f}s "
-              f"(exit {r['verify_rc']})", file=sys.stderr, flush=True)
+              f"(exit {r['verify_rc']}; runs {' '.join(f'{s:.2f}' for s in r['verify_runs'])})", file=sys.stderr, flush=True)
     base = results[0]
     cores = os.cpu_count()
     print(f"| N | setup (s) | x N={base['n']} | CPU in setup (s): nodes / fab | cores busy | verify (s) "
