@@ -58,13 +58,13 @@ def hpack(name, value):  # a literal header field, not indexed, no Huffman codin
 
 
 def read_exactly(sock, size):
-    data = b""
+    data = bytearray()
     while len(data) < size:
         chunk = sock.recv(size - len(data))
         if not chunk:
             raise ConnectionError("the GCS closed the connection")
         data += chunk
-    return data
+    return bytes(data)
 
 
 def grpc_members():
@@ -79,7 +79,7 @@ def grpc_members():
                      + frame(0x8, 0, 0, struct.pack(">I", big - 65535))  # WINDOW_UPDATE for the connection
                      + frame(0x1, 0x4, 1, headers)  # HEADERS, END_HEADERS
                      + frame(0x0, 0x1, 1, b"\x00\x00\x00\x00\x00"))  # DATA, END_STREAM: an empty request
-        body = b""
+        body = bytearray()
         while True:
             size, kind, flags, stream = struct.unpack(">IBBI", b"\x00" + read_exactly(sock, 9))
             payload = read_exactly(sock, size)
@@ -97,14 +97,19 @@ def grpc_members():
                 break
     if len(body) < 5 or body[0] != 0:
         raise ConnectionError("no reply from the GCS (an error status, or a compressed reply)")
-    alive = set()
-    for number, value in fields(body[5:5 + struct.unpack(">I", body[1:5])[0]]):
+    alive, listed, total = set(), 0, 0
+    for number, value in fields(bytes(body[5:5 + struct.unpack(">I", body[1:5])[0]])):
         if number == 1 and dict(fields(value)).get(1, 0) != 0:  # GcsStatus.code
             raise ConnectionError("the GCS answered with an error status")
         if number == 2:  # GcsNodeInfo: node_manager_address = 2, state = 7 (ALIVE = 0, the default)
             node = dict(fields(value))
+            listed += 1
             if node.get(7, 0) == 0:
                 alive.add(node[2].decode())
+        if number == 3:  # total: more nodes than listed (a Ray that pages its answer)
+            total = value
+    if total > listed:
+        raise ConnectionError(f"the GCS listed {listed} of {total} nodes")
     return alive
 
 
