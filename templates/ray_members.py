@@ -9,7 +9,12 @@
 # and gcs.proto, whose field numbers protobuf keeps stable). Where that cannot
 # answer (TLS, token authentication, another protocol), Ray itself is asked:
 # GcsClient (no driver), else ray.init and ray.nodes().
-import json, os, socket, struct, sys, time
+import json
+import os
+import socket
+import struct
+import sys
+import time
 
 address, wait, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
 deadline = time.time() + wait

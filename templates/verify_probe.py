@@ -4,10 +4,15 @@
 # peer. Each node listens on PORT for a few seconds (a high port, as NCCL's are;
 # probing sshd instead made every node's sshd fork once per peer) and probes its
 # peers, all at once, retrying a refusal while a peer's listener is not up yet.
-import errno, os, selectors, socket, sys, time
+import errno
+import os
+import selectors
+import socket
+import sys
+import time
 
 which, timeout, port, own, peers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-print("PYTHON", which, "%d.%d.%d" % sys.version_info[:3], flush=True)
+print("PYTHON", which, ".".join(map(str, sys.version_info[:3])), flush=True)
 if not peers:
     sys.exit(0)
 deadline = time.monotonic() + timeout

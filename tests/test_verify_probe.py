@@ -12,8 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from multinode.config import DEFAULTS, options
 from multinode.inventory import Node
 from multinode.verify import CHECK_RE, verify_script
@@ -53,15 +51,13 @@ def checklists(tmp_path, venv, path=None, check_port=22):
 
 
 def test_the_venvs_python_runs_the_probe(tmp_path):
-    version = "%d.%d.%d" % sys.version_info[:3]
-    for checks, pairs in checklists(tmp_path, venv=True):
-        assert checks["venv-python"] == ("ok", version)
-    assert [pairs for _, pairs in checklists(tmp_path / "again", venv=True)] == \
-        [{"127.0.0.2": "ok"}, {"127.0.0.1": "ok"}]
+    (node0, pairs0), (node1, pairs1) = checklists(tmp_path, venv=True)
+    assert node0["venv-python"] == node1["venv-python"] == ("ok", ".".join(map(str, sys.version_info[:3])))
+    assert pairs0 == {"127.0.0.2": "ok"} and pairs1 == {"127.0.0.1": "ok"}
 
 
 def test_without_the_venv_the_systems_python_probes(tmp_path):
-    (node0, pairs0), (node1, pairs1) = checklists(tmp_path, venv=False)
+    (node0, pairs0), (_, pairs1) = checklists(tmp_path, venv=False)
     assert node0["venv-python"][0] == "fail" and "venv/bin/python does not run" in node0["venv-python"][1]
     assert pairs0 == {"127.0.0.2": "ok"} and pairs1 == {"127.0.0.1": "ok"}
 
