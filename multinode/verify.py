@@ -14,7 +14,7 @@ import time
 from invoke import Collection, task
 
 from .bootstrap import repo_name
-from .staging import secret_value
+from .staging import configured_secrets
 from .headssh import worker_name
 from .raycluster import RAY_MEMBERS
 from .render import command, render
@@ -36,12 +36,10 @@ MARK = {"ok": "✓", "fail": "✗", "na": "–"}
 
 def available_secrets(opts):
     """Which secrets the laptop has (names only): only those are expected on the nodes."""
-    secrets = opts["secrets"]
-    return {
-        "secrets_env": [name for name in secrets["env"] if secret_value(name, opts) is not None],
-        "wandb": bool(secrets["wandb"] and secret_value(secrets["wandb"], opts)),
-        "huggingface": bool(secrets["huggingface"] and secret_value(secrets["huggingface"], opts)),
-    }
+    have = [(kind, name) for kind, name, value in configured_secrets(opts) if value is not None]
+    return {"secrets_env": [name for kind, name in have if kind == "env"],
+            "wandb": any(kind == "wandb" for kind, _ in have),
+            "huggingface": any(kind == "huggingface" for kind, _ in have)}
 
 
 def verify_script(node, nodes, opts, available, failed=()):
