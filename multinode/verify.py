@@ -42,28 +42,29 @@ def available_secrets(opts):
             "huggingface": any(kind == "huggingface" for kind, _ in have)}
 
 
-def verify_script(node, nodes, opts, available, failed=()):
+def verify_script(node, nodes, opts, available, failed=(), full=False):
     """The checklist of ``node``: the same config gives the same checks.
 
     ``failed``: aliases of nodes that failed earlier in the run (the head
-    holds no alias for those)."""
+    holds no alias for those). ``full``: chezmoi verifies the dotfiles even
+    where setup's verdict still holds (their seal)."""
     return render(
         "verify.sh.j2",
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed],
         others=[n.private for n in nodes if n.alias not in failed and n.alias != node.alias], ray_head_ip=nodes[0].private,
-        privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, repo_name=repo_name(opts["repo"]), **available,
+        privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, full=full, repo_name=repo_name(opts["repo"]), **available,
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu", "network")},
     )
 
 
-def run_checks(session, opts, quiet=False):
+def run_checks(session, opts, quiet=False, full=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
     results, seconds, facts, reached = {}, {}, {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
-        script = verify_script(node, session.nodes, opts, available, failed=set(session.failed))
+        script = verify_script(node, session.nodes, opts, available, failed=set(session.failed), full=full)
         start = time.monotonic()
         result = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
@@ -175,13 +176,14 @@ def table(nodes, results, width=None):
     return "\n".join(lines + (["", "failures:"] + reasons if reasons else []))
 
 
-@task(help={"json": "print the results as JSON (for scripts) instead of the table"})
-def verify(c, json=False):
+@task(help={"json": "print the results as JSON (for scripts) instead of the table",
+            "full": "have chezmoi compare the dotfiles even where none changed since setup's chezmoi verify"})
+def verify(c, json=False, full=False):
     """Check every node against the full checklist; exit 1 on any failure."""
     session = session_of(c)
     opts = session.options
     session.report.quiet = json  # stdout holds only the JSON
-    results = run_checks(session, opts, quiet=json)
+    results = run_checks(session, opts, quiet=json, full=full)
     if json:
         print(jsonlib.dumps({
             "ok": not session.failed,

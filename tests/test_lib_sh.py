@@ -223,3 +223,48 @@ def test_private_iface_names_the_interface_of_an_address(tmp_path):
     # The loopback carries 127.0.0.1 on every Linux machine; no interface carries 198.18.255.254 here.
     assert sh("private_iface 127.0.0.1", tmp_path) == "lo\n"
     assert sh("private_iface 198.18.255.254", tmp_path) == "\n"
+
+
+
+def test_the_dotfiles_seal_holds_until_something_chezmoi_compares_changes(tmp_path):
+    from multinode.sandbox.forge import assets
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{assets() / 'bin'}:{os.environ['PATH']}"}
+    source = tmp_path / ".local/share/chezmoi"
+    (source / "dot_config").mkdir(parents=True)
+    (source / "dot_config/tool.conf").write_text("a = 1\n")
+    (source / "remove_dot_old").write_text("")
+    (tmp_path / ".cache/multinode").mkdir(parents=True)
+
+    def seal():
+        subprocess.run(["bash", "-euc", LIB + 'chezmoi apply --no-tty </dev/null; seal_dotfiles "$1"', "-", str(source)],
+                       env=env, capture_output=True, text=True, check=True)
+        return (tmp_path / ".cache/multinode/dotfiles.seal").read_text().split("\0")
+
+    def holds():
+        return subprocess.run(["bash", "-euc", LIB + "dotfiles_sealed"], env=env).returncode == 0
+
+    records = seal()
+    assert [r[0] for r in records if r.endswith("/.config")] == ["d"]  # a directory: its mode only
+    assert any(r.startswith("f ") and r.endswith("/.config/tool.conf") for r in records)
+    assert holds()
+    (tmp_path / ".config/other-app").mkdir()  # beside a managed file: chezmoi does not look
+    assert holds()
+    (tmp_path / ".config").chmod(0o700)  # what chezmoi does compare of a directory: its mode
+    assert not holds()
+    (tmp_path / ".config").chmod(0o755)
+    assert holds()
+    (tmp_path / ".old").write_text("")  # a file the dotfiles remove is back
+    assert not holds()
+    (tmp_path / ".old").unlink()
+    records = seal()
+    assert holds()
+    (source / "dot_config/tool.conf").write_text("a = 2\n")  # the source moved on (a pull)
+    assert not holds()
+
+    # An exact_ directory: chezmoi compares what it holds, so every directory is an "f".
+    (source / "exact_dot_only").mkdir()
+    (source / "exact_dot_only/f").write_text("f\n")
+    records = seal()
+    assert not any(r.startswith("d ") for r in records) and holds()
+    (tmp_path / ".only/extra").write_text("")
+    assert not holds()

@@ -23,7 +23,7 @@ NODE_FILES = [
     "~/.env", "~/key.txt", "~/.config/chezmoi/chezmoi.toml", "~/.secret", "~/.bashrc", "~/.profile", "~/.gitconfig",
     "~/.ssh/config", "~/.tmux.conf", "~/.dotfiles-onchange.log", "~/.ssh/multinode_cluster", "~/.ssh/authorized_keys",
     "~/.ssh/multinode_config", "~/.ssh/multinode_known_hosts", "~/.config/multinode/nccl.env", "/etc/hosts",
-    "/etc/environment", "/etc/nccl.conf", "/etc/gitconfig", "/etc/group",
+    "/etc/environment", "/etc/nccl.conf", "/etc/gitconfig", "/etc/group", "~/.cache/multinode/dotfiles.seal",
 ]
 # Every process the nodes run for the user: the tmux servers and their panes, Ray's.
 PROCESSES = "(pgrep -x tmux: server; pgrep -x raylet; pgrep -x gcs_server; tmux list-panes -a -F '#{pane_pid}') | sort"
@@ -148,8 +148,8 @@ def test_setup_verify_notify(cluster):
     assert data["nodes"]["rental1"]["checks"]["age-key"]["status"] == "ok"
     assert data["nodes"]["rental0"]["checks"]["ray-cluster"] == {"status": "ok", "reason": ""}
     # Our chezmoi config names ~/key.txt: chezmoi verify passing decrypted every encrypted dotfile with it.
-    assert data["nodes"]["rental1"]["checks"]["decrypt"] == {"status": "ok",
-                                                             "reason": "chezmoi verify decrypted them with ~/key.txt"}
+    assert data["nodes"]["rental1"]["checks"]["decrypt"] == {
+        "status": "ok", "reason": "chezmoi verify decrypted them with ~/key.txt (at setup; nothing changed since)"}
 
     urls = laptop.home / "notify-urls"
     urls.write_text(f"# a second channel, kept out of argv\njson://127.0.0.1:{PORT}/?second=1\n")
@@ -215,6 +215,39 @@ def test_verify_reaches_each_node_once(configured, healthy):
     before = [accepted(sb, n) for n in range(3)]
     laptop.fab("verify")
     assert [accepted(sb, n) - before[n] for n in range(3)] == [1, 1, 1]
+
+
+SEALED = "chezmoi verify passed at setup; nothing it compared changed since"
+
+
+def test_verify_keeps_setups_chezmoi_verify_until_something_it_compared_changes(configured, healthy):
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600).returncode == 0
+
+    def dotfiles(*flags):
+        r = laptop.fab("verify", "--json", *flags)
+        return [(c["dotfiles"]["status"], c["dotfiles"]["reason"])
+                for c in (json.loads(r.stdout)["nodes"][f"rental{n}"]["checks"] for n in range(3))]
+
+    assert dotfiles() == [("ok", SEALED)] * 3  # no chezmoi run: setup's verdict, nothing changed since
+    assert dotfiles("--full") == [("ok", "")] * 3  # chezmoi asked again
+    # Node 0: a new file beside managed ones (in ~ and in the dotfiles' ~/.ssh) changes nothing chezmoi
+    # compares. Node 1: ~/.bashrc touched, same content: chezmoi is asked again, and passes. Node 2:
+    # ~/.profile's first byte replaced, its size and mtime put back: the ctime gives it away.
+    node_sh(sb, 0, "touch ~/.ssh/known_hosts_other ~/notes.txt")
+    node_sh(sb, 1, "touch ~/.bashrc")
+    edit = node_sh(sb, 2, "cp -p ~/.profile /tmp/profile && printf x | dd of=$HOME/.profile bs=1 conv=notrunc status=none"
+                          " && touch -r /tmp/profile ~/.profile && stat -c '%s %Y' /tmp/profile ~/.profile && head -c1 ~/.profile")
+    assert edit.stdout.splitlines()[0] == edit.stdout.splitlines()[1] and edit.stdout.endswith("x"), edit.stdout
+    try:
+        assert dotfiles() == [("ok", SEALED), ("ok", ""), ("fail", "chezmoi verify: dotfiles differ from the repository")]
+    finally:
+        node_sh(sb, 0, "rm -f ~/.ssh/known_hosts_other ~/notes.txt")
+        node_sh(sb, 2, "cp -p /tmp/profile ~/.profile")
+    # The next bootstrap seals node 1's again (nothing to apply: every step ok).
+    r = laptop.fab("bootstrap", "--tail", "0", timeout=300)
+    assert rows(r.stdout, "bootstrap")["rental1"] == ("ok", "13 steps, changed: none"), r.stdout
+    assert dotfiles()[1] == ("ok", SEALED)
 
 
 def test_a_checklist_killed_midway_fails_verify(configured, healthy):
