@@ -142,6 +142,7 @@ def test_teardown_leaves_no_secret_and_forgets_the_cluster(configured, healthy):
         assert status == "changed" and "no secret value left in /home/" in detail, detail
         assert holding(sb, nid, values) == []
         assert node_sh(sb, nid, "pgrep -x raylet; tmux ls 2>/dev/null").stdout == ""
+        assert node_sh(sb, nid, "ls ~/.cache/multinode/dotfiles.seal").returncode == 2  # what chezmoi verify compared
     assert rows(td.stdout, "teardown")["rental2"][0] == "FAILED"
     assert "warning: rental2 (198.18.0.12) could not be reached: its secrets could NOT be wiped" in td.stdout
     assert holding(sb, 2, values)  # still there: it never got the teardown
