@@ -141,13 +141,8 @@ class WaitingRemote(Remote):
             self._timer.join(1)
 
 
-def login(node, user, settings, config):
-    """An open, authenticated Fabric Connection, host key checked strictly.
-
-    Nothing of the user's ssh config applies (``config`` carries an empty one,
-    see `isolated`): no agent forwarded to a rented node, no key but the
-    configured identity, no gateway we did not verify.
-    """
+def connection(node, user, settings, config, sock):
+    """The node's Fabric Connection over ``sock``, not yet open (see `login`)."""
     timeout = settings.connect_timeout
     connect_kwargs = {
         "key_filename": [str(settings.identity)],
@@ -155,19 +150,33 @@ def login(node, user, settings, config):
         "allow_agent": False,
         "banner_timeout": timeout,
         "auth_timeout": timeout,
-        "sock": tcp_connect(node, timeout),
+        "sock": sock,
     }
     cxn = Connection(
         node.public,
         user=user,
         port=node.port,
-        config=config,
+        # Its own copy: a Connection writes into its config (inline_ssh_env), and Invoke
+        # rebuilds a config on each write, which other threads then read half-built
+        # ("No attribute or config key found for 'port'": a node failed at random).
+        config=config.clone(),
         connect_timeout=timeout,
         forward_agent=False,
         gateway=False,
         connect_kwargs=connect_kwargs,
     )
     cxn.connect_kwargs = connect_kwargs  # not merged with keys from any config file
+    return cxn
+
+
+def login(node, user, settings, config):
+    """An open, authenticated Fabric Connection, host key checked strictly.
+
+    Nothing of the user's ssh config applies (``config`` carries an empty one,
+    see `isolated`): no agent forwarded to a rented node, no key but the
+    configured identity, no gateway we did not verify.
+    """
+    cxn = connection(node, user, settings, config, tcp_connect(node, settings.connect_timeout))
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()
