@@ -81,7 +81,8 @@ def laptop_key(tmp_path_factory):
 def sandbox(laptop_key):
     if os.geteuid() != 0:
         pytest.fail("the sandbox tests need root (network namespaces, mounts); CI runs them as root")
-    sb = Sandbox("mntest")
+    # MULTINODE_TEST_SANDBOX: another name, for a second test run on the same machine.
+    sb = Sandbox(os.environ.get("MULTINODE_TEST_SANDBOX", "mntest"))
     try:
         sb.up(USERS, Path(f"{laptop_key}.pub").read_text())
         yield sb
