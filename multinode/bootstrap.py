@@ -9,9 +9,12 @@ import re
 import secrets
 import time
 
+import paramiko
+
 from invoke import Collection, task
 
 from .schema import STEP_NAMES
+from . import ledger
 from .connections import NodeError, bounded_sftp
 from .inventory import BadInput
 from .localfiles import log_dir, private_log
@@ -20,7 +23,7 @@ from .progress import Progress
 from .render import command, render, shell_args
 from .runreport import NodeRun, show_logs, show_table, write_summary
 from .session import Outcome, checks_arguments, session_of
-from .staging import cluster_key, private_dir, staged_files, without_credentials
+from .staging import cluster_key, private_dir, secret_values, staged_files, without_credentials
 
 # Each run stages in a directory of its own (an old run's cleanup never meets
 # the new run's secrets); the script is written beside and renamed into place.
@@ -98,16 +101,32 @@ def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):
     run_id = secrets.token_hex(4)
     stage = f"{STAGE}/{run_id}"
     sftp = bounded_sftp(cxn, sftp_timeout)
-    private_dir(sftp, stage)
-    for name, data in files.items():
-        with sftp.open(f"{stage}/{name}", "wb") as fh:
-            fh.chmod(0o600)
-            fh.write(data)
-    with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
-        fh.write(script.encode())
-    sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
-    return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
-                   out_stream=out, err_stream=out, timeout=timeout)
+    started = False
+    try:
+        private_dir(sftp, stage)
+        for name, data in files.items():
+            with sftp.open(f"{stage}/{name}", "wb") as fh:
+                fh.chmod(0o600)
+                fh.write(data)
+        with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
+            fh.write(script.encode())
+        sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
+        started = True  # from here the script's own EXIT trap removes the stage
+        return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
+                       out_stream=out, err_stream=out, timeout=timeout)
+    finally:
+        if not started:
+            remove_stage(sftp, stage)
+
+
+def remove_stage(sftp, stage):
+    """Take a stage whose script never started off the node (best effort: the link may be gone)."""
+    try:
+        for name in sftp.listdir(stage):
+            sftp.remove(f"{stage}/{name}")
+        sftp.rmdir(stage)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
 
 
 def tail_lines(session, tail=None, **_):
@@ -154,9 +173,11 @@ def bootstrap(c, dry_run=False, tail=None):
         return
     logs = log_dir(opts["log_dir"])
     results = {}
+    values = secret_values(opts, key_path)
 
     def run(node, cxn):
         start = time.monotonic()
+        ledger.record(session.settings.state, node, values)  # before a byte of them leaves
         log_path = logs / f"setup_{node.alias}.log"
         with private_log(log_path) as log:
             result = send_and_run(cxn, scripts[node.alias], files, progress.stream(node, log), opts["script_timeout"])

@@ -166,4 +166,5 @@ def options(config):
     for key, value in DEFAULTS.items():
         if isinstance(value, dict):
             opts[key] = {**value, **(raw.get(key) or {})}
+    opts["workspace"] = schema.normalized(opts["workspace"])  # one spelling on every node and in every check
     return opts

@@ -57,11 +57,20 @@ def tcp_connect(node, timeout):
     return sock
 
 
-def fetch_host_key(node, timeout):
-    """The node's current host key, read before any authentication."""
+def prefer(transport, kind):
+    """Have ``transport`` ask the server for a host key of type ``kind`` first (the one
+    known for it), as OpenSSH does: a server holding several keys offers the one we know."""
+    if kind:
+        options = transport.get_security_options()
+        options.key_types = [kind] + [k for k in options.key_types if k != kind]
+
+
+def fetch_host_key(node, timeout, kind=None):
+    """The node's current host key (of type ``kind`` where it has one), read before any authentication."""
     sock = tcp_connect(node, timeout)
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
+    prefer(transport, kind)
     try:
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
@@ -169,25 +178,29 @@ def connection(node, user, settings, config, sock):
     return cxn
 
 
-def login(node, user, settings, config):
+def login(node, user, settings, config, pinned=None):
     """An open, authenticated Fabric Connection, host key checked strictly.
 
-    Nothing of the user's ssh config applies (``config`` carries an empty one,
-    see `isolated`): no agent forwarded to a rented node, no key but the
+    ``pinned``: the key multinode pinned for this machine (see `pins`), the only
+    one accepted; else the keys known_hosts holds for its address. Nothing of
+    the user's ssh config applies (``config`` carries an empty one, see
+    `isolated`): no agent forwarded to a rented node, no key but the
     configured identity, no gateway we did not verify.
     """
     cxn = connection(node, user, settings, config, tcp_connect(node, settings.connect_timeout))
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()
-    for key in keys_of(known_host_entries(settings.known_hosts), node.address):  # matched here, hashed too
+    keys = [pinned] if pinned is not None else keys_of(known_host_entries(settings.known_hosts), node.address)
+    for key in keys:  # matched here, hashed too
         known.add(node.address, key.get_name(), key)
+    where = "multinode pinned" if pinned is not None else "known_hosts has"
     try:
         cxn.open()
     except paramiko.BadHostKeyException as exc:
         cxn.close()
         raise NodeError(
-            f"host key of {node.address} changed: known_hosts has {fingerprint(exc.expected_key)}, "
+            f"host key of {node.address} changed: {where} {fingerprint(exc.expected_key)}, "
             f"the node offers {fingerprint(exc.key)}; {HINT.format(alias=node.alias)}"
         ) from None
     except paramiko.AuthenticationException:
@@ -209,9 +222,12 @@ def bounded_sftp(cxn, seconds):
 
 
 def isolated(config):
-    """``config`` with an empty ssh config: our node connections read nothing of ~/.ssh/config."""
+    """``config`` for our node connections: an empty ssh config (nothing of ~/.ssh/config is
+    read), no agent forwarded, and stdin closed for every remote command unless a caller
+    passes its own ``in_stream`` (a user's task included: a prompt never waits for the laptop)."""
     config._set(base_ssh_config=paramiko.SSHConfig())
     config.forward_agent = False
+    config.run.in_stream = False
     return config
 
 

@@ -30,6 +30,11 @@ class SessionCall(invoke.Call):
         return context
 
 
+def needs_nodes(call):
+    """Whether a task call works on the cluster's nodes (``task.needs_nodes(kwargs)``; default: yes)."""
+    return getattr(call.task, "needs_nodes", lambda kwargs: True)(call.kwargs)
+
+
 class ClusterExecutor(Executor):
     session = None
 
@@ -46,6 +51,8 @@ class ClusterExecutor(Executor):
         checked = [(call, getattr(call.task, "check_arguments", None)) for call in calls]
         if any(check for _, check in checked):  # every task's arguments, before the first task runs
             self.session.start(self.config)
+            if not self.session.nodes and any(needs_nodes(call) for call in calls):
+                raise self.session.no_cluster.exit()
             try:
                 for call, check in checked:
                     if check:

@@ -1,10 +1,12 @@
 """hostkeys: record the host keys of new machines; refuse changed keys of known ones.
 
-Keys are pinned: a machine of the remembered cluster whose key changed is
-refused (both fingerprints shown) until the user says it was reinstalled
-(``--reinstalled rental2``). A node seen for the first time, or an address
-that is not a machine of the remembered cluster (a new rental on a recycled
-address), gets its key recorded, the old fingerprint shown as replaced.
+Keys are pinned (see `pins`): a machine whose key was recorded, in any
+cluster, and whose key changed is refused (both fingerprints shown) until the
+user says it was reinstalled (``--reinstalled rental2``) or forgets it
+(``--forget ADDR``; teardown forgets the machines it gives back). A node seen
+for the first time, or an address whose machine is not pinned (a new rental
+on a recycled address), gets its key recorded, the old fingerprint shown as
+replaced.
 
 known_hosts is edited line by line: only the lines (or, on a line naming
 several hosts, the names) of our nodes' addresses are touched, hashed
@@ -17,6 +19,7 @@ from invoke import Collection, task
 from .connections import HINT, NodeError, fetch_host_key, fingerprint, keys_of, known_host_entries, names_host
 from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
+from .pins import key_text, shown
 from .session import Outcome, checks_arguments, named_nodes, session_of
 
 
@@ -89,33 +92,76 @@ def reinstalled_nodes(session, value):
     return {n.alias for n in named_nodes(session, value, "reinstalled", also=", or all")}
 
 
-@checks_arguments(lambda session, reinstalled=None, **_: reinstalled_nodes(session, reinstalled))
+def forgotten_pins(session, value):
+    """The pins ``--forget`` names (public addresses, ``[addr]:port``), checked: each must be pinned."""
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    found = []
+    for name in names:
+        match = [p for p in session.pins.pins if name in (p.public, p.address)]
+        if not match:
+            raise BadInput(f"bad --forget {name!r}: no machine at that address is pinned (in {session.pins.path})")
+        found += [p for p in match if p not in found]
+    if not found:
+        raise BadInput("bad --forget: give addresses, e.g. --forget 203.0.113.7,[203.0.113.8]:40022")
+    return found
+
+
+def hostkeys_arguments(session, reinstalled=None, forget=None, **_):
+    if forget is not None:
+        if reinstalled:
+            raise BadInput("--forget and --reinstalled do not go together: forget first, then run hostkeys")
+        return forgotten_pins(session, forget)
+    return reinstalled_nodes(session, reinstalled)
+
+
+def forget_pins(session, pins):
+    """Forget ``pins`` and their machines' known_hosts entries; connect to nothing."""
+    session.remember = False
+    gone = session.pins.forget(lambda p: p in pins)
+    path = session.settings.known_hosts
+    addresses = {p.address for p in gone}
+    still = {p.address for p in session.pins.pins}  # another machine on the same address keeps its entry
+    with locked(path):
+        text = read_text(path)
+        kept = "".join(forget_hosts(text.splitlines(keepends=True), addresses - still))
+        if kept != text:
+            write_atomic(path, kept)
+    for pin in gone:
+        session.report.write(f"hostkeys: forgot the pin of {pin.address} (private {pin.private}, {shown(pin.key)}): "
+                             "the next key seen there is recorded as a new machine's")
+
+
+@checks_arguments(lambda session, **kwargs: hostkeys_arguments(session, **kwargs))
 @task(help={"reinstalled": "nodes whose new host key to accept (aliases or addresses, comma-separated, or all): "
-                           "machines of the remembered cluster that were reinstalled"})
-def hostkeys(c, reinstalled=None):
-    """Record each new node's SSH host key; refuse a known node whose key changed.
+                           "machines you reinstalled, whose pinned key changed",
+            "forget": "forget the pinned keys of these public addresses (comma-separated; [ADDR]:PORT for a port): "
+                      "machines you gave back; connects to nothing"})
+def hostkeys(c, reinstalled=None, forget=None):
+    """Record each new node's SSH host key; refuse a pinned machine whose key changed.
 
     Every other task refuses a node whose key is unknown or has changed.
     """
-    session = session_of(c)
+    session = session_of(c, nodes=forget is None)
     try:
-        accept = reinstalled_nodes(session, reinstalled)
+        chosen = hostkeys_arguments(session, reinstalled, forget)
     except BadInput as exc:
         raise exc.exit() from None
+    if forget is not None:
+        forget_pins(session, chosen)
+        return
+    accept = chosen
     timeout = session.settings.connect_timeout
     path = session.settings.known_hosts
     entries = known_host_entries(path)
 
     def check(node):
-        key = fetch_host_key(node, timeout)
+        pinned = session.pins.get(node)
+        key = fetch_host_key(node, timeout, kind=pinned.split(" ", 1)[0] if pinned else None)
         old = keys_of(entries, node.address)
-        if not old or any(k.get_name() == key.get_name() and k.get_base64() == key.get_base64() for k in old) \
-                or not session.pinned(node) or node.alias in accept:
+        if pinned is None or pinned == key_text(key) or node.alias in accept:
             return Outcome("ok", value=(key, old))
-        same_type = [k for k in old if k.get_name() == key.get_name()] or old
-        raise NodeError(f"host key of {node.address} changed: known_hosts has "
-                        f"{', '.join(fingerprint(k) for k in same_type)}, the node offers {fingerprint(key)}; "
-                        + HINT.format(alias=node.alias))
+        raise NodeError(f"host key of {node.address} changed: multinode pinned {shown(pinned)}, "
+                        f"the node offers {fingerprint(key)}; " + HINT.format(alias=node.alias))
 
     found = session.each("hostkeys", check, connect=False, quiet=True)
     by_alias = {n.alias: n for n in session.nodes}
@@ -124,6 +170,7 @@ def hostkeys(c, reinstalled=None):
         text, changed = update_known_hosts(read_text(path), keys)
         if any(changed.values()):
             write_atomic(path, text)
+    session.pins.pin([(by_alias[alias], out.value[0]) for alias, out in found.items()])
     for alias, out in found.items():
         node, (key, old) = by_alias[alias], out.value
         if not changed[node.address]:
@@ -133,6 +180,8 @@ def hostkeys(c, reinstalled=None):
         session.report.line("hostkeys", node, "changed", f"recorded {fingerprint(key)}" + (
             f" (replaced {', '.join(fingerprint(k) for k in replaced)})" if replaced else ""))
 
+
+hostkeys.needs_nodes = lambda kwargs: kwargs.get("forget") is None  # --forget works without a cluster
 
 ns = Collection("hostkeys")
 ns.add_task(hostkeys, default=True)

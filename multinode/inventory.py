@@ -64,7 +64,8 @@ def _ip(value, what, spec):
     except ValueError:
         raise BadInput(f"bad {what} address {value!r} in {spec!r}") from None
     kind = ("unspecified" if ip.is_unspecified else "loopback" if ip.is_loopback else "multicast" if ip.is_multicast
-            else "broadcast" if ip == ipaddress.ip_address("255.255.255.255") else None)
+            else "link-local" if ip.is_link_local else "broadcast" if ip == ipaddress.ip_address("255.255.255.255")
+            else "IPv4-mapped IPv6" if getattr(ip, "ipv4_mapped", None) else None)
     if kind:
         raise BadInput(f"bad {what} address {value!r} in {spec!r}: {kind}, not a machine's")
     if what == "private" and ip.version == 6:
@@ -131,19 +132,32 @@ def _is_header(line):
 
 
 def table_specs(text):
-    """Node specs from a pasted table or a list file, one node per line."""
-    specs = []
-    for line in text.splitlines():
+    """Node specs from a pasted table or a list file, one node per line.
+
+    Only the first line may be a header: a later line that is not a node is an
+    error naming it (dropping it would leave the cluster a node short)."""
+    specs, first = [], True
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if not line or _is_header(line):
+        if not line:
             continue
+        if _is_header(line):
+            if first:
+                first = False
+                continue
+            raise BadInput(f"bad line {number} {line!r}: not a node (PUBLIC[:PORT] PRIVATE); "
+                           "only the first line may be a header")
+        first = False
         fields = line.split()
         if len(fields) == 1:
             specs.append(fields[0])
         elif len(fields) == 2:
-            specs.append(f"{fields[0]}:{fields[1]}")
+            user, at, public = fields[0].rpartition("@")
+            if public.count(":") > 1 and not public.startswith("["):  # an IPv6 address alone in its column
+                public = f"[{public}]"
+            specs.append(f"{user}{at}{public}:{fields[1]}")
         else:
-            raise BadInput(f"bad line {line!r}: expected PUBLIC[:PORT] PRIVATE")
+            raise BadInput(f"bad line {number} {line!r}: expected PUBLIC[:PORT] PRIVATE")
     return specs
 
 
@@ -184,6 +198,39 @@ def state_path(config_value=None):
     return Path(base) / "multinode" / "cluster.json"
 
 
+NODE_FIELDS = {"nid", "alias", "public", "private", "port", "user", "explicit_user"}
+MAX_NID = 99_999
+
+
+def node_from_state(data, index):
+    """One remembered node, checked field by field as ``-H`` checks a node (the file may be
+    damaged or edited by anyone who can write it): a value that is not what it must be
+    never reaches an ssh option, a shell word or a file. The alias is derived, not read."""
+    if not isinstance(data, dict) or set(data) - NODE_FIELDS or not {"nid", "public", "private"} <= set(data):
+        raise ValueError(f"node #{index} must have nid, public, private (and port, user, explicit_user) only")
+    nid, port = data["nid"], data.get("port", DEFAULT_PORT)
+    if isinstance(nid, bool) or not isinstance(nid, int) or not 0 <= nid <= MAX_NID:
+        raise ValueError(f"node #{index}: nid {nid!r} is not a whole number from 0 to {MAX_NID}")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError(f"node #{index}: port {port!r} is not a whole number")
+    user = data.get("user")
+    if user is not None and not (isinstance(user, str) and USER_RE.fullmatch(user)):
+        raise ValueError(f"node #{index}: user {user!r} is not a login name")
+    explicit = data.get("explicit_user", False)
+    if not isinstance(explicit, bool):
+        raise ValueError(f"node #{index}: explicit_user {explicit!r} is not true or false")
+    public, private = data["public"], data["private"]
+    if not isinstance(public, str) or not isinstance(private, str):
+        raise ValueError(f"node #{index}: addresses must be text")
+    pub = f"[{public}]" if ":" in public else public
+    again = parse_node(f"{user + '@' if user else ''}{pub}:{port}:{private}", nid)
+    if (again.public, again.private, again.port) != (public, private, port):
+        raise ValueError(f"node #{index} is not in canonical form")
+    again.explicit_user = explicit
+    again.user = user
+    return again
+
+
 def load_state(path):
     """The remembered nodes, or None when there is no remembered cluster."""
     try:
@@ -193,14 +240,18 @@ def load_state(path):
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
     try:
-        nodes = [Node(**node) for node in data["nodes"]]
-        for node in nodes:  # checked as -H checks it: the file may have been edited or damaged
-            user = f"{node.user}@" if node.user else ""
-            pub = f"[{node.public}]" if ":" in node.public else node.public
-            priv = f"[{node.private}]" if ":" in node.private else node.private
-            again = parse_node(f"{user}{pub}:{node.port}:{priv}", node.nid, "x")
-            if (again.public, again.private, again.port) != (node.public, node.private, node.port):
-                raise ValueError(f"node {node.nid} is not in canonical form")
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
+            raise ValueError("expected {\"nodes\": [...]} with at least one node")
+        nodes = [node_from_state(node, i) for i, node in enumerate(data["nodes"])]
+        nids = [n.nid for n in nodes]
+        if len(set(nids)) != len(nids):
+            raise ValueError("two nodes have the same nid")
+        for attr in ("private", "address"):
+            values = [getattr(n, attr) for n in nodes]
+            if len(set(values)) != len(values):
+                raise ValueError(f"two nodes have the same {attr}")
+    except BadInput as exc:
+        raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc} (pass -H to give the cluster again)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {reason} (pass -H to give the cluster again)") from None

@@ -25,6 +25,10 @@ BRANCH_RE = re.compile(r"(?!-)(?!.*(\.\.|@\{|//|/\.|\.lock$))[A-Za-z0-9_./+-]+(?
 # Directories a workspace must never be (bootstrap would own files in them).
 SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/tmp"}
+# Directories whose entries belong to someone (a user's home, the system's files): a
+# workspace directly inside one would have teardown --workspace delete them.
+SHARED_DIRS = {"/home", "/root", "/usr", "/etc", "/var", "/tmp", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev",
+               "/proc", "/sys", "/run", "/usr/local", "/var/tmp"}
 STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
               "tools", "tmux", "ray")
 
@@ -125,11 +129,23 @@ def record(fields):
     return check
 
 
+def normalized(path):
+    """An absolute path as the kernel resolves its spelling: extra slashes, ``.`` and ``..`` gone
+    (``posixpath.normpath`` alone keeps a leading ``//``)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
 def workspace(value):
+    """A directory of its own: never a system directory, nor one just inside a directory that
+    holds other people's files (``teardown --workspace`` deletes it), in any spelling."""
     if not line(value).startswith("/"):
         raise Problem("expected an absolute path")
-    if posixpath.normpath(value) in SYSTEM_DIRS or posixpath.normpath(value) == "//":
+    path = normalized(value)
+    if path in SYSTEM_DIRS:
         raise Problem("a system directory; use a directory of its own such as /workspace")
+    if posixpath.dirname(path) in SHARED_DIRS:
+        raise Problem(f"directly inside {posixpath.dirname(path)}, which holds other files than yours; "
+                      "use a directory of its own such as /workspace")
     return value
 
 

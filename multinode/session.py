@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 from .config import options, settings
 from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login
 from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
+from .pins import Pins, as_key
 from .progress import Progress
 from .report import Reporter
 
@@ -62,8 +63,8 @@ def named_nodes(session, value, flag, also=""):
     return found
 
 
-def session_of(c):
-    """The running `Session` of a task's context."""
+def session_of(c, nodes=True):
+    """The running `Session` of a task's context; ``nodes``: the task needs a cluster (exit 2 without one)."""
     session = c.__dict__.get("session")
     if session is None:
         raise Exit(
@@ -72,6 +73,8 @@ def session_of(c):
             code=2,
         )
     session.start(c.config)
+    if nodes and not session.nodes:
+        raise session.no_cluster.exit()
     return session
 
 
@@ -104,10 +107,12 @@ class Session:
             if not self.settings.identity.is_file():
                 raise BadInput(f"identity file {str(self.settings.identity)!r} not found (set multinode.identity or -i)")
             remembered = load_state(self.settings.state)
-            if self.given is None and remembered is None:
-                raise BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
-            nodes = adopt_known_users(self.given, remembered) if self.given else remembered
+            # A task that needs nodes stops here without them (session_of); one that does not
+            # (hostkeys --forget) goes on.
+            self.no_cluster = BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
+            nodes = adopt_known_users(self.given, remembered) if self.given else remembered or []
             self.remembered = remembered or []
+            self.pins = Pins.load(self.settings.state, self.settings.known_hosts)
         except BadInput as exc:
             raise exc.exit() from None
         for node in nodes:
@@ -122,10 +127,6 @@ class Session:
     @property
     def head(self):
         return self.nodes[0]
-
-    def pinned(self, node):
-        """Whether ``node`` is a machine of the remembered cluster: its host key is pinned."""
-        return any(old.same_machine(node) for old in self.remembered)
 
     def find(self, name):
         """The node called ``name`` (alias, public address or ``[addr]:port``), or None."""
@@ -216,8 +217,9 @@ class Session:
                 return cxn
             tried = []
             for user in self.candidates(node):
+                pinned = self.pins.get(node)
                 try:
-                    cxn = login(node, user, self.settings, self.config)
+                    cxn = login(node, user, self.settings, self.config, as_key(pinned) if pinned else None)
                 except AuthFailed:
                     tried.append(user)
                     continue
@@ -240,13 +242,13 @@ class Session:
         Any other stop (a bad task argument, exit 2) writes nothing.
         """
         self.close()
-        if self.interrupted:
+        if self.interrupted and self.nodes:
             save_state(self.settings.state, self.nodes)
 
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""
         self.close()
-        if self.nodes is None:
+        if not self.nodes:
             return
         if self.remember:
             save_state(self.settings.state, self.nodes)

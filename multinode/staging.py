@@ -81,20 +81,25 @@ def staged_files(opts, key_path, nodes):
 
 
 def secret_values(opts, key_path):
-    """Every secret value multinode sends to a node, as lines to search for (teardown's proof).
-
-    The secrets, the git tokens, the age identity and the cluster's private key (its lines)."""
-    values = [value for _, _, value in configured_secrets(opts)]
-    for line in git_credentials(opts):  # scheme://user:password@host: the password, else a token given as the user
-        user, password = line.rsplit("@", 1)[0].split("://", 1)[1].split(":", 1)
-        values.append(urllib.parse.unquote(password or user))
+    """Every secret value multinode sends to a node: the secrets, the git tokens, the age
+    identity and the cluster's private key (its lines). Teardown's proof looks for each
+    (see `ledger`, which also says what is too short to look for)."""
+    values = [value for _, _, value in configured_secrets(opts) if value] + git_tokens(opts)
     values += [ln for ln in (age_identity(opts) or "").splitlines() if ln.startswith("AGE-SECRET-KEY-")]
     if key_path is not None and Path(key_path).is_file():
         # Its first two lines are the format's header and the public key: alike in every
         # OpenSSH key (a host key would match) or not secret. The rest is this key's own.
         values += [ln for ln in Path(key_path).read_text().splitlines() if not ln.startswith("-----")][2:]
-    # Short values would match anywhere: a secret is at least 8 characters.
-    return list(dict.fromkeys(v.strip() for v in values if v and len(v.strip()) >= 8))
+    return list(dict.fromkeys(v.strip() for v in values if v and v.strip()))
+
+
+def git_tokens(opts):
+    """The tokens of the repository URLs (scheme://user:password@host: the password, else a token given as the user)."""
+    tokens = []
+    for line in git_credentials(opts):
+        user, password = line.rsplit("@", 1)[0].split("://", 1)[1].split(":", 1)
+        tokens.append(urllib.parse.unquote(password or user))
+    return tokens
 
 
 def cluster_signature(nodes):

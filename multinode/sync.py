@@ -12,13 +12,14 @@ a dry run, and a line per node saying what changed.
 
 import fnmatch
 import os
+import posixpath
 import stat
 from pathlib import Path
 
 from invoke import task
 
 from .bootstrap import repo_name
-from .connections import bounded_sftp
+from .connections import NodeError, bounded_sftp
 from .inventory import BadInput
 from .render import command
 from .session import Outcome, checks_arguments, session_of
@@ -40,7 +41,14 @@ def sync_arguments(session, source=None, dest=None, exclude=None, **_):
     else:
         if any(ch in dest for ch in "\0\n") or not dest.strip() or dest.strip("/") == "":
             raise BadInput(f"bad --dest {dest!r}: a directory on the nodes (relative: in the workspace repo)")
-        remote = dest if dest.startswith("/") else f"{repo}/{dest}"
+        if dest.startswith("/"):
+            remote = posixpath.normpath("/" + dest.lstrip("/"))
+        else:
+            inside = posixpath.normpath(dest)
+            if inside == ".." or inside.startswith("../"):
+                raise BadInput(f"bad --dest {dest!r}: climbs out of the workspace repo ({repo}); "
+                               "give an absolute path to write elsewhere")
+            remote = repo if inside == "." else f"{repo}/{inside}"
     patterns = list(opts["sync"]["exclude"]) + [p.strip() for p in (exclude or "").split(",") if p.strip()]
     return local, remote.rstrip("/"), patterns
 
@@ -75,6 +83,30 @@ def local_tree(root, patterns):
 LISTING = "find . -mindepth 1 -printf '%y %s %T@ %P\\0%l\\0'"
 
 
+def listing_command(remote, workspace):
+    """One command: where ``remote`` (or its deepest existing parent) really is, where the
+    workspace really is, then `LISTING` of ``remote`` (nothing when it does not exist yet)."""
+    return (f"d={command(remote)}; while [ ! -e \"$d\" ] && [ ! -L \"$d\" ]; do d=$(dirname -- \"$d\"); done; "
+            f"printf '%s\\0%s\\0%s\\0' \"$d\" \"$(cd -P -- \"$d\" 2>/dev/null && pwd)\" "
+            f"\"$(cd -P -- {command(workspace)} 2>/dev/null && pwd)\"; "
+            f"cd -- {command(remote)} 2>/dev/null && {LISTING} || true")
+
+
+def real_place(remote, workspace, found):
+    """Check that no symbolic link leads ``remote`` elsewhere: the workspace may be a link
+    (used as it is, as bootstrap uses it); anything below it, or any other destination, may not.
+    ``found``: `listing_command`'s first three fields. Returns the part of ``remote`` that
+    exists, or raises `NodeError` naming where it really leads."""
+    existing, real, real_ws = found
+    want = existing
+    if real_ws and (existing == workspace or existing.startswith(workspace + "/")):
+        want = real_ws + existing[len(workspace):]
+    if real != want:
+        raise NodeError(f"{existing} leads to {real or '(nowhere)'}: a symbolic link on the way; "
+                        "sync never writes through one")
+    return existing
+
+
 def remote_tree(listing):
     """{relative path: (kind, size, mtime, link target)} from `LISTING`'s output."""
     tree = {}
@@ -98,6 +130,35 @@ def differs(mine, theirs):
     return send
 
 
+def through_links(send, mine, theirs):
+    """What the node has that ``send`` would be written through: a link (or a file) where a
+    directory of ours is or goes. The node's paths, in order."""
+    bad = []
+    for rel in send:
+        parts = rel.split("/")
+        wanted_dirs = ["/".join(parts[:i]) for i in range(1, len(parts))] + ([rel] if mine[rel][0] == "d" else [])
+        bad += [p for p in wanted_dirs if theirs.get(p, ("d",))[0] != "d" and p not in bad]
+    return bad
+
+
+def send_file(sftp, source, path, mode, mtime):
+    """``source`` to ``path`` on the node: written to a temporary name that is created anew
+    (exclusive: a link or file planted there is never written through), then renamed into place
+    (a rename replaces a link, it never follows one)."""
+    part = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.multinode-sync")
+    try:
+        sftp.remove(part)  # a stale one of a sync that was stopped (or a link): the name, not its target
+    except FileNotFoundError:
+        pass
+    with open(source, "rb") as src, sftp.open(part, "wbx") as dst:
+        dst.chmod(mode)
+        dst.set_pipelined(True)
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    sftp.utime(part, (mtime, mtime))
+    sftp.posix_rename(part, path)
+
+
 def human(n):
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -117,12 +178,18 @@ def sync(c, source, dest=None, exclude=None, dry_run=False):
     mine = local_tree(local, patterns)
     timeout = session.options["check_timeout"]
 
+    workspace = session.options["workspace"]
+
     def push(node, cxn):
-        make = "" if dry_run else f"mkdir -p -- {command(remote)} && "
-        listing = cxn.run(f"{make}cd -- {command(remote)} 2>/dev/null && {LISTING} || true",
-                          hide=True, in_stream=False, timeout=timeout).stdout
-        theirs = remote_tree(listing)
+        fields = cxn.run(listing_command(remote, workspace), hide=True, in_stream=False, timeout=timeout).stdout
+        fields = fields.split("\0", 3)
+        existing = real_place(remote, workspace, fields[:3])
+        theirs = remote_tree(fields[3] if len(fields) > 3 else "")
         send = differs(mine, theirs)
+        linked = through_links(send, mine, theirs)
+        if linked:
+            raise NodeError(f"{remote}/{linked[0]} is a symbolic link (or a file) on the node where a directory "
+                            f"goes: not written through{f' ({len(linked) - 1} more)' if len(linked) > 1 else ''}")
         files = [rel for rel in send if mine[rel][0] == "f"]
         size = sum(mine[rel][1] for rel in files)
         if not send:
@@ -131,6 +198,9 @@ def sync(c, source, dest=None, exclude=None, dry_run=False):
             shown = ", ".join(send[:8]) + (f" and {len(send) - 8} more" if len(send) > 8 else "")
             return Outcome("ok", f"{remote}: would send {len(files)} file(s), {human(size)}: {shown}")
         sftp = bounded_sftp(cxn, 60)
+        missing = remote[len(existing):].strip("/")
+        for depth, part in enumerate(missing.split("/") if missing else []):  # mkdir never follows a link
+            sftp.mkdir(f"{existing.rstrip('/')}/{'/'.join(missing.split('/')[:depth + 1])}", 0o755)
         for rel in send:  # parents first: os.walk lists a directory before what it holds
             kind, _, mtime, mode, target = mine[rel]
             path = f"{remote}/{rel}"
@@ -141,11 +211,7 @@ def sync(c, source, dest=None, exclude=None, dry_run=False):
                     sftp.remove(path)
                 sftp.symlink(target, path)
             else:
-                part = f"{remote}/{os.path.dirname(rel) + '/' if '/' in rel else ''}.{os.path.basename(rel)}.multinode-sync"
-                sftp.put(str(local / rel), part)
-                sftp.chmod(part, mode)
-                sftp.utime(part, (mtime, mtime))
-                sftp.posix_rename(part, path)
+                send_file(sftp, local / rel, path, mode, mtime)
         return Outcome("changed", f"{remote}: sent {len(files)} file(s), {human(size)}; "
                                   f"{len(mine) - len(send)} unchanged")
 

@@ -4,16 +4,20 @@ On every reachable node at once, one remote script (``templates/teardown.sh.j2``
 stop Ray and our tmux sessions, remove what multinode put there that is
 secret (the ``~/.env`` and ``~/.netrc`` blocks, the Hugging Face token,
 ``~/key.txt``, the cluster key and its ``authorized_keys`` line, chezmoi's
-config and the files it decrypted, staging leftovers; ``--workspace``: the
-workspace too), then search the node for every secret value: the values
-travel by SFTP into a directory only the login user can enter (never in a
-command line), ``grep -F`` reads them from there, and the file goes. A file
-still holding one fails the node, named (never the value).
+config and the files it decrypted, our tokens' lines in git's credential
+stores, staging leftovers; ``--workspace``: the workspace too), then prove it:
+every value the machine was sent (the `ledger`) and every secret the laptop
+has now is searched for, whole, as root where the node allows it; what to
+look for travels by SFTP into a directory only the login user can enter
+(never a command line). A file still holding one fails the node, named
+(never the value); so does a file the search could not read.
 
 Then on the laptop, for every node, reachable or not: the ``rentalN``
 aliases leave ``~/.ssh/config``, the nodes' entries leave ``known_hosts``,
-the remembered cluster and its key are deleted. A node that could not be
-reached is forgotten too, with a warning that its secrets are still there.
+their host key pins are forgotten (said so), the remembered cluster and its
+key are deleted. A node that could not be reached is forgotten too, with a
+warning that its secrets are still there; a node not proven clean keeps its
+ledger entry.
 """
 
 import sys
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from invoke import task
 
+from . import ledger
 from .bootstrap import repo_name
 from .connections import NodeError, bounded_sftp
 from .hostkeys import forget_hosts
@@ -28,7 +33,7 @@ from .inventory import BadInput
 from .localfiles import drop_block, locked, read_text, write_atomic
 from .render import command, render
 from .session import Outcome, checks_arguments, session_of
-from .staging import cluster_key, private_dir, secret_values
+from .staging import cluster_key, git_tokens, private_dir, secret_values
 from .users import BLOCK
 
 PLACE = ".cache/multinode/teardown"
@@ -81,6 +86,14 @@ def forget_locally(session, dry_run):
             gone.append(str(path))
             if not dry_run:
                 path.unlink()
+    # Given back: a new key at these machines' addresses is then a new rental's (see pins).
+    machines = {(n.public, n.port, n.private) for n in session.nodes}
+    pinned = [n.alias for n in session.nodes if session.pins.get(n)]
+    if pinned:
+        gone.append(f"{session.pins.path}: the host key pins of {', '.join(pinned)} (a new key at their "
+                    "addresses will be recorded as a new machine's)")
+        if not dry_run:
+            session.pins.forget(lambda p: p.machine in machines)
     return gone
 
 
@@ -105,37 +118,52 @@ def teardown(c, yes=False, dry_run=False, workspace=False):
     if not yes and not confirmed(nodes):
         raise BadInput("teardown: not confirmed; nothing was changed").exit()
     session.remember = False  # the cluster is forgotten below, not remembered again
-    key = cluster_key(session.settings.state, nodes, create=False)
-    values = ("\n".join(secret_values(opts, key)) + "\n").encode()
-    reached = set()
+    state = session.settings.state
+    now = secret_values(opts, cluster_key(state, nodes, create=False))  # what the laptop has now
+    tokens = [form for token in git_tokens(opts) for form in ledger.forms(token)]
+    reached, proven = set(), set()
 
     def wipe(node, cxn):
         reached.add(node.alias)
+        singles, groups = ledger.patterns(ledger.sent(state, node) + now)  # what it was sent, what we have
+        files = {"patterns": singles + [line for group in groups for line in group], "singles": singles,
+                 "git_tokens": tokens, **{f"group.{i}": group for i, group in enumerate(groups)}}
         sftp = bounded_sftp(cxn, 60)
         private_dir(sftp, PLACE)
-        path = f"{PLACE}/values"
-        with sftp.open(path, "wb") as fh:  # in a directory only we can enter, from the start
-            fh.write(values)
+        for name, lines in files.items():
+            with sftp.open(f"{PLACE}/{name}", "wb") as fh:  # in a directory only we can enter, from the start
+                fh.write("".join(f"{line}\n" for line in lines).encode())
         script = node_script(node, opts, workspace)
-        result = cxn.run(command("bash", "-c", script, "teardown", path), hide=True, warn=True, in_stream=False,
+        result = cxn.run(command("bash", "-c", script, "teardown", PLACE), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
         out = result.stdout.splitlines()
         if "TEARDOWN END" not in out:
             raise NodeError(f"the teardown stopped early (exit {result.exited}): "
                             f"{(result.stderr.strip().splitlines() or [''])[-1]}")
-        left = [ln[5:] for ln in out if ln.startswith("LEFT ")]
-        errors = [ln[6:] for ln in out if ln.startswith("ERROR ")]
-        if left or errors:
-            raise NodeError("; ".join(errors + ([f"a secret value is still in {', '.join(left)}"] if left else [])))
-        wiped = [ln[6:] for ln in out if ln.startswith("WIPED ")]
-        searched = next((ln[9:] for ln in out if ln.startswith("SEARCHED ")), "")
-        return Outcome("changed" if wiped else "ok",
-                       f"wiped {len(wiped)} item(s); no secret value left in {searched}")
+        said = {tag: [ln[len(tag) + 1:] for ln in out if ln.startswith(tag + " ")]
+                for tag in ("LEFT", "UNREADABLE", "ERROR", "WIPED", "SEARCHED")}
+        problems = said["ERROR"] + [f"{what}{listed(said[tag])}" for tag, what in (
+            ("LEFT", "a secret value is still in "), ("UNREADABLE", "could not read: ")) if said[tag]]
+        if problems:
+            raise NodeError("; ".join(problems))
+        proven.add(node.alias)
+        ledger.close(state, node)
+        searched = next(iter(said["SEARCHED"]), "")
+        return Outcome("changed" if said["WIPED"] else "ok", f"wiped {len(said['WIPED'])} item(s); "
+                       + (f"no secret value left in {searched}" if not searched.startswith("nothing") else searched))
 
     session.each("teardown", wipe)
     for node in nodes:
         if node.alias not in reached:  # failed to connect, or earlier in this run
             session.report.write(f"warning: {node.alias} ({node.address}) could not be reached: "
                                  "its secrets could NOT be wiped; it is forgotten here all the same")
+        if node.alias not in proven and ledger.sent(state, node):
+            session.report.write(f"teardown: what {node.alias} was sent stays listed in "
+                                 f"{ledger.entry_path(state, node)} (a later teardown of it searches for it)")
     for what in forget_locally(session, dry_run=False):
         session.report.write(f"teardown: forgot {what}")
+
+
+def listed(paths, most=5):
+    """Up to ``most`` paths, then how many more."""
+    return ", ".join(paths[:most]) + (f" (and {len(paths) - most} more)" if len(paths) > most else "")

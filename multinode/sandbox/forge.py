@@ -4,7 +4,8 @@ The forge is a namespace on the public bridge (198.18.0.2) running a real
 ``git daemon`` (git://198.18.0.2/workspace.git, /fork.git, /dotfiles.git,
 /dotfiles-template.git) and a real
 HTTP server (http://198.18.0.2:8080/: ``bin/`` installers for uv, chezmoi
-and age, ``wheels/`` a Python wheelhouse). The downloads are fetched once,
+and age, ``wheels/`` a Python wheelhouse; the repositories at ``git/``, and
+on port 8081 behind a token, as a private repository host serves them). The downloads are fetched once,
 from PyPI and Debian, into the image cache; the repositories are made anew
 for each sandbox: a workspace with a small pyproject, and chezmoi dotfiles
 with a file encrypted to a fresh age key (kept as ``age-key.txt``).
@@ -29,6 +30,26 @@ WHEELS = ["six==1.17.0", "ray==2.60.0"]
 NODE_WHEEL_TAGS = ["--python-version", "3.11", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64"]
 SID = "deb [trusted=yes] http://deb.debian.org/debian sid main\n"
+# A private repository host: the same git/ over HTTP, behind Basic authentication with
+# this token (characters that git's credential store URL-encodes, as real tokens may hold).
+PRIVATE_HTTP = f"http://{FORGE_IP}:8081"
+TOKEN_USER, TOKEN = "forge", "ghp/Sandbox+Token=42abc"
+# Serves DIRECTORY on PORT at ADDRESS to whoever gives USER:TOKEN (read from TOKEN_FILE).
+AUTH_SERVER = """
+import base64, functools, http.server, sys
+port, address, directory, token_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+want = "Basic " + base64.b64encode(open(token_file, "rb").read().strip()).decode()
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def send_head(self):
+        if self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="forge"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return super().send_head()
+http.server.ThreadingHTTPServer((address, port), functools.partial(Handler, directory=directory)).serve_forever()
+"""
 
 
 def _run(*args, **kw):
@@ -187,15 +208,18 @@ class Forge:
         sb._netns(self.ns)
         sb._plug(self.ns, "eth0", "br-pub", "forge", FORGE_IP)
         logfile = open(self.root / "forge.log", "a")
+        token_file = self.root / "token"
+        token_file.write_text(f"{TOKEN_USER}:{TOKEN}\n")
         for cmd in (
             ["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={self.root / 'git'}",
              f"--listen={FORGE_IP}", str(self.root / "git")],
             [sys.executable, "-m", "http.server", "8080", "--bind", FORGE_IP, "--directory", str(self.root / "http")],
+            [sys.executable, "-c", AUTH_SERVER, "8081", FORGE_IP, str(self.root / "http"), str(token_file)],
         ):
             subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], stdin=subprocess.DEVNULL,
                              stdout=logfile, stderr=logfile, start_new_session=True)
         logfile.close()
-        for port in (9418, 8080):
+        for port in (9418, 8080, 8081):
             self._wait(port)
         self.config_file.write_text(json.dumps({"multinode": self.config()}, indent=2) + "\n")
 

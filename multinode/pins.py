@@ -1,0 +1,161 @@
+"""Host key pins: every machine whose key multinode recorded, whatever cluster ran since.
+
+A machine is its (public address, port, private address). Once `hostkeys`
+records its key, that key is pinned in ``pins.json`` beside the remembered
+cluster (``~/.config/multinode/pins.json``, 0600), for every cluster you have
+set up at once: a later ``-H`` of another cluster does not release it. A pinned
+machine offering another key is refused, by `hostkeys` and by every login,
+until you say it was reinstalled (``--reinstalled``), forget it (``fab hostkeys
+--forget ADDR``) or give it back (``teardown``, which says which pins it
+forgets). An address whose machine was never pinned, or was given back, is a
+new rental: its key is recorded.
+
+Pins older than this file came from the remembered cluster's known_hosts
+entries: on first use those are pinned, as multinode pinned them before.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from paramiko.hostkeys import HostKeyEntry
+
+from .connections import fingerprint, keys_of, known_host_entries
+from .inventory import BadInput, DEFAULT_PORT, load_state, parse_node
+from .localfiles import locked, read_text, write_atomic
+
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+@dataclass
+class Pin:
+    public: str
+    port: int
+    private: str
+    key: str  # "TYPE BASE64", as known_hosts holds it
+    since: str = ""
+
+    @property
+    def machine(self):
+        return (self.public, self.port, self.private)
+
+    @property
+    def address(self):
+        return self.public if self.port == DEFAULT_PORT else f"[{self.public}]:{self.port}"
+
+
+def pins_path(state):
+    """Where the pins live: beside the remembered cluster."""
+    return Path(state).with_name("pins.json")
+
+
+def key_text(key):
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def as_key(text):
+    """A pinned key's text as a paramiko key."""
+    return HostKeyEntry.from_line(f"pinned {text}").key
+
+
+def shown(text):
+    """A pinned key as ``ssh-keygen -lf`` shows it."""
+    return fingerprint(as_key(text))
+
+
+def _pin(data, index):
+    if not isinstance(data, dict) or set(data) - {"public", "port", "private", "key", "since"}:
+        raise ValueError(f"pin #{index}: unexpected fields")
+    port = data.get("port")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError(f"pin #{index}: bad port {port!r}")
+    public, private, key = data.get("public"), data.get("private"), data.get("key")
+    if not all(isinstance(v, str) for v in (public, private, key)):
+        raise ValueError(f"pin #{index}: addresses and key must be text")
+    pub = f"[{public}]" if ":" in public else public
+    node = parse_node(f"{pub}:{port}:{private}")
+    try:
+        as_key(key)
+    except Exception:  # noqa: BLE001  any damage: not a key
+        raise ValueError(f"pin #{index}: not a host key") from None
+    return Pin(node.public, node.port, node.private, key, str(data.get("since", "")))
+
+
+class Pins:
+    """The pin history (see the module's docstring). Read once per run; changed under a lock."""
+
+    def __init__(self, path, pins):
+        self.path, self.pins = Path(path), pins
+
+    @classmethod
+    def load(cls, state, known_hosts):
+        path = pins_path(state)
+        text = read_text(path)
+        if not text:
+            return cls(path, seeded(state, known_hosts))
+        try:
+            data = json.loads(text)
+            pins = [_pin(p, i) for i, p in enumerate(data["pins"])]
+        except (ValueError, KeyError, TypeError, BadInput) as exc:
+            raise BadInput(f"cannot read the host key pins {str(path)!r}: {exc}; fix or remove the file "
+                           "(removing it forgets every pin)") from None
+        return cls(path, pins)
+
+    def get(self, node):
+        """The pinned key text of ``node``'s machine, or None."""
+        return next((p.key for p in self.pins if p.machine == (node.public, node.port, node.private)), None)
+
+    def save(self, change):
+        """Apply ``change(pins)`` (it edits the list) to the file as it is now (another run may
+        have changed it), and write it when it changed."""
+        with locked(self.path):
+            text = read_text(self.path)
+            current = [_pin(p, i) for i, p in enumerate(json.loads(text)["pins"])] if text else list(self.pins)
+            change(current)
+            self.pins = current
+            write_atomic(self.path, json.dumps({"pins": [asdict(p) for p in current]}, indent=2) + "\n",
+                         mode=0o600, backup=False)
+
+    def pin(self, nodes_keys):
+        """Pin each (node, key) given: the key now recorded for that machine."""
+        today = time.strftime("%Y-%m-%d")
+
+        def change(pins):
+            for node, key in nodes_keys:
+                machine = (node.public, node.port, node.private)
+                old = next((p for p in pins if p.machine == machine), None)
+                if old is not None and old.key == key_text(key):
+                    continue
+                if old is not None:
+                    pins.remove(old)
+                pins.append(Pin(node.public, node.port, node.private, key_text(key), today))
+
+        self.save(change)
+
+    def forget(self, match):
+        """Forget every pin ``match(pin)`` holds true for; the pins forgotten."""
+        gone = []
+
+        def change(pins):
+            gone.extend(p for p in pins if match(p))
+            pins[:] = [p for p in pins if not match(p)]
+
+        self.save(change)
+        return gone
+
+
+def seeded(state, known_hosts):
+    """The pins multinode kept before this file: the remembered cluster's keys in known_hosts."""
+    try:
+        remembered = load_state(state) or []
+    except BadInput:
+        return []
+    entries = known_host_entries(Path(known_hosts))
+    pins = []
+    for node in remembered:
+        keys = keys_of(entries, node.address)
+        rank = {kind: i for i, kind in enumerate(KEY_TYPES)}
+        for key in sorted(keys, key=lambda k: rank.get(k.get_name(), len(rank)))[:1]:
+            pins.append(Pin(node.public, node.port, node.private, key_text(key)))
+    return pins
