@@ -22,6 +22,13 @@ def fingerprint(sb, nid):
     return sb.exec(nid, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
 
 
+def fresh_repo(sb):
+    """No workspace repo on the nodes: the private repository's clone, not another origin's (and the
+    other tests' repo afterwards, not this one)."""
+    for nid in range(len(sb.nodes)):
+        sb.exec(nid, "rm", "-rf", "/workspace/workspace")
+
+
 def grep_node(sb, nid, value):
     """The files of node ``nid`` (home, workspace, /tmp, /etc) holding ``value``, searched as root."""
     out = sb.exec(nid, "grep", "-rlF", "-D", "skip", "--", value, "/home", "/root", "/workspace", "/tmp", "/var/tmp",
@@ -90,14 +97,16 @@ def test_teardown_proves_every_value_sent_and_reads_what_only_root_can(configure
     # A private repository: its token travels as a git credential.
     config["repo"]["url"] = f"http://{TOKEN_USER}:{urllib.parse.quote(TOKEN, safe='')}@{PRIVATE_HTTP[7:]}/git/workspace.git"
     laptop.configure(**config)
+    fresh_repo(sb)
+    try:
+        teardown_proof(laptop, sb)
+    finally:
+        fresh_repo(sb)
+
+
+def teardown_proof(laptop, sb):
     r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    # A rerun pulls with the token too (the credential file is found from inside the repo).
-    again = laptop.fab("bootstrap", "--tail", "0", timeout=900)
-    assert again.returncode == 0, again.stdout + again.stderr
-    origin = node_sh(sb, 0, "git -C /workspace/workspace config --get remote.origin.url").stdout.strip()
-    assert origin == f"{PRIVATE_HTTP}/git/workspace.git"  # the token never reaches the node's files
-
     old = SECRETS["ANTHROPIC_API_KEY"]
     laptop.env["ANTHROPIC_API_KEY"] = "sk-ant-changed-since-0987654321"  # the laptop's value changed since
     node_sh(sb, 0, f"printf '%s\\n' {old} >/tmp/copied-secret; printf '{{\\n}}\\n' >/tmp/braces")
@@ -134,6 +143,27 @@ def test_teardown_proves_every_value_sent_and_reads_what_only_root_can(configure
     assert rows(clean.stdout, "teardown")["rental2"][0] == "FAILED"  # /tmp/env-copy: still there
     assert "/tmp/env-copy" in rows(clean.stdout, "teardown")["rental2"][1]
     node_sh(sb, 2, "rm -f /tmp/env-copy /tmp/braces")
+
+
+def test_a_repository_token_works_on_every_run_and_stays_off_the_node(laptop, healthy):
+    sb = healthy
+    url = f"http://{TOKEN_USER}:{urllib.parse.quote(TOKEN, safe='')}@{PRIVATE_HTTP[7:]}/git/workspace.git"
+    laptop.configure(**{**sb.forge.config(), "repo": {"url": url, "branch": "main"}, "dotfiles": {"repo": ""},
+                        "ray": {"enabled": False}, "secrets": {"env": [], "wandb": "", "huggingface": ""}})
+    node_sh(sb, 0, "printf '[credential]\\n    helper = store\\n' >~/.gitconfig")  # the user's own store helper
+    fresh_repo(sb)
+    try:
+        first = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        again = laptop.fab("bootstrap", "--tail", "0", timeout=900)  # fetches again, with the token
+        assert again.returncode == 0, again.stdout + again.stderr
+        origin = node_sh(sb, 0, "git -C /workspace/workspace config --get remote.origin.url").stdout.strip()
+        assert origin == f"{PRIVATE_HTTP}/git/workspace.git"  # the token never reaches the node's files
+        for nid in range(3):
+            assert grep_node(sb, nid, TOKEN) == [] and grep_node(sb, nid, urllib.parse.quote(TOKEN, safe="")) == []
+    finally:
+        node_sh(sb, 0, "rm -f ~/.gitconfig ~/.git-credentials")
+        fresh_repo(sb)
 
 
 def test_teardown_with_no_value_to_search_matches_no_file(laptop, healthy):

@@ -127,11 +127,21 @@ def test_verify_script_follows_the_config_and_parses():
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
-@pytest.mark.parametrize("workspace", ["/", "/tmp", "/home/", "/root", "/usr//local", "/etc/.."])
+@pytest.mark.parametrize("workspace", ["/", "/tmp", "/home/", "/root", "/usr//local", "/etc/..", "//home",
+                                       "/workspace/../../usr", "/./var/"])
 def test_a_system_directory_is_never_a_workspace(workspace):
     with pytest.raises(BadInput, match=r"multinode.workspace .*a system directory"):
         opts(workspace=workspace)
-    assert opts(workspace="/tmp/ws")["workspace"] == "/tmp/ws"
+    assert opts(workspace="/data//ws/")["workspace"] == "/data/ws"  # normalized: one spelling everywhere
+    assert opts(workspace="/home/ubuntu/ws")["workspace"] == "/home/ubuntu/ws"
+
+
+@pytest.mark.parametrize("workspace", ["/tmp/ws", "/home/ubuntu", "//root/x", "/usr/lib", "/etc/ssh/", "/var/lib",
+                                       "/home/ubuntu/ws/.."])
+def test_a_workspace_directly_inside_a_shared_directory_is_refused(workspace):
+    # teardown --workspace would delete it: someone's home, the system's files.
+    with pytest.raises(BadInput, match=r"multinode.workspace .*directly inside /"):
+        opts(workspace=workspace)
 
 
 def test_step_timeouts_are_checked_and_rendered():

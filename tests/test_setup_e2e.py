@@ -189,7 +189,7 @@ def test_setup_verify_notify(cluster):
     r = laptop.fab("setup", "--tail", "0", timeout=120)
     assert r.returncode == 1
     status, detail = rows(r.stdout, "hostkeys")["rental1"]
-    assert status == "FAILED" and detail.startswith("host key of 198.18.0.11 changed: known_hosts has 256 SHA256:")
+    assert status == "FAILED" and detail.startswith("host key of 198.18.0.11 changed: multinode pinned 256 SHA256:")
     assert "fab hostkeys --reinstalled rental1" in detail
     assert rows(r.stdout, "bootstrap")["rental1"] == ("skipped", "failed earlier in hostkeys")
     assert rows(r.stdout, "bootstrap")["rental0"][0] == "ok"
