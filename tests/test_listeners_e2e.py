@@ -1,0 +1,87 @@
+"""End to end: listeners that take only whom they wait for, checks that say what they see.
+
+On the session's sandbox cluster (real sshd, real Ray), through the real `fab` CLI:
+the bandwidth ring with strangers connecting first; smoke's Ray part on a node whose
+nvidia-smi lists GPUs Ray does not give; smoke's torch launcher binding the rendezvous
+to the head's private address (torch itself cannot be installed here: a stand-in
+package, tests/fake_torch, records what the launcher gave it and serves the store
+on the socket it was handed).
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+from tests.conftest import FAB, ROOT, node_sh
+from tests.test_hostkeys_users_e2e import rows
+
+# Connects to TARGET:PORT from SOURCE as soon as something listens there, says "connected",
+# then "closed" once the server closes the connection (or "open" if it is still open at the end).
+STRANGER = """
+import socket, sys, time
+target, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+end = time.monotonic() + 60
+while True:
+    try:
+        s = socket.create_connection((target, port), timeout=1, source_address=(source, 0))
+        break
+    except OSError:
+        if time.monotonic() > end:
+            sys.exit("never connected")
+        time.sleep(0.005)
+print("connected", flush=True)
+s.settimeout(40)
+try:
+    print("closed" if s.recv(1) == b"" else "data", flush=True)
+except OSError:
+    print("open", flush=True)
+"""
+
+
+def line_within(proc, seconds):
+    """The next line ``proc`` prints within ``seconds`` (what it said by then, else "")."""
+    end, got = time.monotonic() + seconds, b""
+    while not got.endswith(b"\n") and select.select([proc.stdout], [], [], max(0, end - time.monotonic()))[0]:
+        byte = os.read(proc.stdout.fileno(), 1)  # unbuffered: the next line stays for the next call
+        if not byte:
+            break
+        got += byte
+    return got.decode().strip()
+
+
+def test_strangers_first_on_the_port_do_not_break_the_ring(configured, healthy):
+    """rental1 -> rental2 is held back until two strangers (one on rental0, one on rental2 itself)
+    have connected to rental2's bandwidth port: rental2 closes them and measures rental1 all the same."""
+    laptop, sb = configured, healthy
+    assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+    port = "40100"  # network.bandwidth_port's default
+    target = sb.nodes[2]["private"]
+    sb.cut(2, 1)  # rental1 cannot reach rental2 yet: it retries for 10 s
+    strangers, run = [], None
+    try:
+        for nid in (0, 2):
+            strangers.append(subprocess.Popen(
+                ["ip", "netns", "exec", sb.nodes[nid]["ns"], sys.executable, "-c", STRANGER, target, port,
+                 sb.nodes[nid]["private"]], stdout=subprocess.PIPE))
+        run = subprocess.Popen(sb.laptop_cmd(FAB, "bandwidth", "--seconds", "1", env=laptop.env),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert [line_within(s, 60) for s in strangers] == ["connected", "connected"]
+        sb.cut(2, 1, cut=False)  # now rental1 connects: after both strangers
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, out + err
+        got = rows(out, "bandwidth")
+        for nid in range(3):
+            status, detail = got[f"rental{nid}"]
+            nxt = (nid + 1) % 3
+            assert status == "ok" and detail.startswith(f"-> rental{nxt} (198.19.0.1{nxt}): "), detail
+            assert float(detail.split(": ")[1].split()[0]) > 0, detail
+        assert [line_within(s, 10) for s in strangers] == ["closed", "closed"]  # each stranger was shown the door
+    finally:
+        sb.cut(2, 1, cut=False)
+        for proc in strangers + [run]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
