@@ -3,10 +3,11 @@
 Two parts, each on every node at once:
 
 - Ray: from the head, one Ray task pinned to each node (holding its GPUs)
-  reports the hostname, the GPUs Ray gave it and the NCCL/Gloo environment a
-  task there gets. A node missing from Ray, a task that fails or does not run,
-  an unset NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME, fewer GPUs than
-  ``gpu.count``: that node fails.
+  reports the hostname, the GPUs Ray gave it, the NCCL/Gloo environment a
+  task there gets and the GPUs nvidia-smi lists there. A node missing from
+  Ray, a task that fails or does not run, an unset
+  NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME, another number of GPUs than
+  nvidia-smi lists, fewer GPUs than ``gpu.count``: that node fails.
 - torch: when torch is in the workspace venv, a ``torch.distributed``
   all-reduce across all nodes and GPUs, launched as users launch training:
   torchrun on every node (over its own SSH connection, in the environment a
@@ -63,16 +64,23 @@ def ray_part(session, opts, timeout):
 
 
 def ray_problem(got, expected):
-    """(problem, detail) of one node's Ray task report."""
+    """(problem, detail) of one node's Ray task report.
+
+    Ray's GPUs are compared with what ``nvidia-smi`` lists on the node, whatever ``gpu.count``
+    says: Ray counts them once, at its start (a Ray started before the driver, or with
+    CUDA_VISIBLE_DEVICES or ``--num-gpus``, counts others), and a job it schedules gets no more."""
     if "error" in got:
         return got["error"], ""
     env = got.get("env", {})
     unset = [k for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if not env.get(k)]
-    gpus = len(got.get("gpu_ids", []))
+    gpus, listed = len(got.get("gpu_ids", [])), got.get("nvidia_smi")
     detail = (f"{got.get('hostname')}: {gpus} GPU(s) from Ray, "
               + " ".join(f"{k}={env[k]}" for k in sorted(env)))
     if unset:
         return f"a Ray task on {got.get('hostname')} sees no {', '.join(unset)} (rerun bootstrap: it restarts Ray)", detail
+    if listed is not None and listed != gpus:
+        return (f"Ray gives a task {gpus} GPU(s) on {got.get('hostname')}, nvidia-smi lists {listed} "
+                "(Ray counts them when it starts: `ray stop` there, then rerun bootstrap)"), detail
     if expected and gpus < expected:
         return f"Ray gives a task {gpus} GPU(s) on {got.get('hostname')}, {expected} expected (multinode.gpu.count)", detail
     return None, detail

@@ -85,3 +85,22 @@ def test_strangers_first_on_the_port_do_not_break_the_ring(configured, healthy):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_smoke_fails_a_node_whose_gpus_ray_does_not_give(configured, healthy):
+    """rental1's nvidia-smi lists 8 GPUs, its (real) Ray counted none: smoke fails it, naming both
+    counts, though gpu.count asks for none; the nodes without nvidia-smi pass."""
+    laptop, sb = configured, healthy
+    r = laptop.fab("-H", sb.hosts, "hostkeys", "detect-user", "bootstrap", "--tail", "0", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sb.fake_gpus(1, 8)
+    try:
+        smoke = laptop.fab("smoke", "--timeout", "60", timeout=300)
+    finally:
+        sb.fake_gpus(1, 0)
+    assert smoke.returncode == 1, smoke.stdout + smoke.stderr
+    assert rows(smoke.stdout, "smoke-ray") == {
+        "rental0": ("ok", "node0: 0 GPU(s) from Ray, GLOO_SOCKET_IFNAME=ens7 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=ens7"),
+        "rental1": ("FAILED", "Ray gives a task 0 GPU(s) on node1, nvidia-smi lists 8 (Ray counts them when it starts: "
+                              "`ray stop` there, then rerun bootstrap)"),
+        "rental2": ("ok", "node2: 0 GPU(s) from Ray, GLOO_SOCKET_IFNAME=ens7 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=ens7")}

@@ -115,6 +115,17 @@ def test_what_a_ray_task_saw_passes_or_names_the_problem():
     assert ray_problem({"error": "not an alive node of the Ray cluster"}, 0) == ("not an alive node of the Ray cluster", "")
 
 
+def test_ray_gives_the_gpus_nvidia_smi_lists_whatever_gpu_count_says():
+    seen = {"hostname": "node1", "gpu_ids": [], "env": {"NCCL_SOCKET_IFNAME": "ens7", "GLOO_SOCKET_IFNAME": "ens7"},
+            "nvidia_smi": 8}
+    why = "Ray gives a task 0 GPU(s) on node1, nvidia-smi lists 8 (Ray counts them when it starts: `ray stop` there, then rerun bootstrap)"
+    assert ray_problem(seen, 0)[0] == ray_problem(seen, 8)[0] == why
+    assert ray_problem({**seen, "gpu_ids": ["0", "1"], "nvidia_smi": 1}, 0)[0].startswith("Ray gives a task 2 GPU(s) on node1, nvidia-smi lists 1 ")
+    assert ray_problem({**seen, "gpu_ids": [str(i) for i in range(8)]}, 0)[0] is None
+    assert ray_problem({**seen, "nvidia_smi": None}, 0)[0] is None  # no nvidia-smi: a CPU node
+    assert ray_problem({**seen, "nvidia_smi": 0}, 0)[0] is None
+
+
 def test_bandwidth_as_nccl_tests_defines_it_and_tagged_lines():
     assert bus_bandwidth(1e9, 1.0, 2) == (1.0, 1.0)
     assert bus_bandwidth(1e9, 0.5, 8) == (2.0, 3.5)
