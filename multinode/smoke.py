@@ -10,15 +10,18 @@ Two parts, each on every node at once:
   nvidia-smi lists, fewer GPUs than ``gpu.count``: that node fails.
 - torch: when torch is in the workspace venv, a ``torch.distributed``
   all-reduce across all nodes and GPUs, launched as users launch training:
-  torchrun on every node (over its own SSH connection, in the environment a
-  plain ``ssh node cmd`` gets) with the head's private address as rendezvous.
+  on every node at once (over its own SSH connection, in the environment a
+  plain ``ssh node cmd`` gets), a rank per GPU with the environment torchrun
+  gives its workers, the head's private address as rendezvous. Not torchrun
+  itself: its rendezvous store listens on every address of the head; ours,
+  served by rank 0 (templates/smoke_torch.py), on the private one alone.
   NCCL with one rank per GPU where every node has GPUs, else Gloo with one
   rank per node. The result is checked, then timed: the time of one
   all-reduce and its bus bandwidth (nccl-tests' definition). Without torch
   it says it skipped this part, and why.
 
-torchrun rather than Ray: it is how most training is started, and it needs
-nothing in the venv but torch (Ray Train would add its own dependencies).
+torchrun's way rather than Ray: it is how most training is started, and it
+needs nothing in the venv but torch (Ray Train would add its own dependencies).
 """
 
 
@@ -115,7 +118,7 @@ def venv_dir(opts):
 
 
 def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
-    """The command that starts node ``rank``'s part of the all-reduce (torchrun)."""
+    """The command that starts node ``rank``'s part of the all-reduce (its ``nproc`` ranks)."""
     venv = venv_dir(opts)
     return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, program("smoke_torch.py"), timeout,
                    len(nodes), rank, nproc, nodes[0].private, opts["smoke"]["port"],
@@ -151,7 +154,7 @@ def torch_part(session, opts, size_mb, timeout):
         errors = [ln.split(" ", 1)[1] for ln in result.stdout.splitlines() if ln.startswith("SMOKE_ERROR ")]
         mine = tagged(result.stdout, "SMOKE_NODE")
         if result.exited or mine is None:
-            last = (result.stderr.strip().splitlines() or [f"torchrun exited {result.exited}"])[-1]
+            last = (result.stderr.strip().splitlines() or [f"the launcher exited {result.exited}"])[-1]
             raise NodeError(errors[0] if errors else last)
         detail = f"{mine['ranks']} rank(s) on {mine['device']} ({mine['backend']}), all-reduce correct"
         return Outcome("ok", detail, value=tagged(result.stdout, "SMOKE"))

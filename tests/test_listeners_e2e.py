@@ -10,12 +10,15 @@ on the socket it was handed).
 
 import json
 import os
+import re
 import select
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from tests.conftest import FAB, ROOT, node_sh
+from tests.conftest import FAB, ROOT
 from tests.test_hostkeys_users_e2e import rows
 
 # Connects to TARGET:PORT from SOURCE as soon as something listens there, says "connected",
@@ -104,3 +107,43 @@ def test_smoke_fails_a_node_whose_gpus_ray_does_not_give(configured, healthy):
         "rental1": ("FAILED", "Ray gives a task 0 GPU(s) on node1, nvidia-smi lists 8 (Ray counts them when it starts: "
                               "`ray stop` there, then rerun bootstrap)"),
         "rental2": ("ok", "node2: 0 GPU(s) from Ray, GLOO_SOCKET_IFNAME=ens7 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=ens7")}
+
+
+def test_smokes_rendezvous_listens_on_the_heads_private_address_alone(laptop, healthy):
+    """fab smoke's torch part over the real CLI, with a stand-in torch in each node's workspace venv
+    (tests/fake_torch) and two fake GPUs a node: each rank gets torchrun's environment from our
+    launcher, and on the head the store listens on 198.19.0.10:PORT only (`ss -ltn` there, then)."""
+    sb = healthy
+    workspace = "/srv/mnh2-smoke"  # nobody else's: the other tests' nodes keep theirs
+    laptop.configure(**{**sb.forge.config(), "workspace": workspace, "ray": {"enabled": False}})
+    site = f"{workspace}/workspace/venv/lib/python3.11/site-packages"
+    try:
+        for nid, node in enumerate(sb.nodes):
+            sb.exec(nid, "python3", "-m", "venv", "--without-pip", f"{workspace}/workspace/venv")
+            shutil.copytree(ROOT / "tests/fake_torch/torch", Path(node["root"]) / site.lstrip("/") / "torch")
+            sb.exec(nid, "chown", "-R", f"{node['user']}:", workspace)
+            sb.fake_gpus(nid, 2)
+        assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
+        r = laptop.fab("smoke", "--size-mb", "0.001", "--timeout", "60", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert rows(r.stdout, "smoke-torch") == {
+            f"rental{n}": ("ok", "2 rank(s) on NVIDIA H100 80GB HBM3 (nccl), all-reduce correct") for n in range(3)}
+        assert re.search(r"^smoke: all-reduce of 0\.000999451 MiB over 6 rank\(s\) \(nccl\): ", r.stdout, re.M), r.stdout
+        seen = {}
+        for node in sb.nodes:
+            for record in (Path(node["root"]) / site.lstrip("/") / "torch/distributed/records").glob("*.json"):
+                seen[int(record.stem)] = json.loads(record.read_text())
+        assert sorted(seen) == list(range(6))
+        for rank, got in seen.items():
+            assert got["env"] == {"RANK": str(rank), "LOCAL_RANK": str(rank % 2), "WORLD_SIZE": "6",
+                                  "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": str(rank // 2), "MASTER_ADDR": "198.19.0.10",
+                                  "MASTER_PORT": "29500", "OMP_NUM_THREADS": "1"}
+            assert got["store"]["host_name"] == "198.19.0.10" and got["store"]["is_master"] is (rank == 0)
+        store = seen[0]["store"]
+        assert store["listening"] == "198.19.0.10:29500" and store["use_libuv"] is False
+        listeners = [line.split()[3] for line in store["ss"].splitlines() if line.split()[3].endswith(":29500")]
+        assert listeners == ["198.19.0.10:29500"]  # the head's public address, 0.0.0.0, [::]: none
+    finally:
+        for nid in range(len(sb.nodes)):
+            sb.fake_gpus(nid, 0)
+            sb.exec(nid, "rm", "-rf", workspace)
