@@ -39,7 +39,9 @@ print("connected", flush=True)
 s.settimeout(40)
 try:
     print("closed" if s.recv(1) == b"" else "data", flush=True)
-except OSError:
+except ConnectionError:  # closed too, with a reset
+    print("closed", flush=True)
+except TimeoutError:
     print("open", flush=True)
 """
 

@@ -68,7 +68,7 @@ class TCPStore:
                         self.data[key] = value[0]
                         self.changed.notify_all()
                     else:
-                        self.changed.wait_for(lambda: key in self.data)
+                        self.changed.wait_for(lambda key=key: key in self.data)
                     reply = self.data[key]
                 f.write(json.dumps(reply) + "\n")
                 f.flush()
