@@ -1,8 +1,9 @@
 """bandwidth: measure the private network, each node sending to the next in a ring.
 
 Every node runs one small Python program (the node's own python3) at once:
-it serves on ``network.bandwidth_port`` and sends to the next node of the ring
-for ``--seconds``, counting what went through. The result is each link's
+it serves on ``network.bandwidth_port`` (the node sending to it alone: a
+stranger that connects first is closed, not measured) and sends to the next
+node of the ring for ``--seconds``, counting what went through. The result is each link's
 Gbit/s and the slowest named; a link below ``network.min_gbits`` fails its
 sending node. This is what an all-reduce across the nodes is limited by.
 
