@@ -46,6 +46,9 @@ def fresh(tmp_path):
         subprocess.run(["mount", "--rbind", "/dev", str(root / "dev")], check=True)  # with /dev/pts, for apt
         subprocess.run(["mount", "--make-rslave", str(root / "dev")], check=True)
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        for conf in Path("/etc/apt/apt.conf.d").glob("*"):  # how apt here takes its mirror
+            if conf.is_file() and "\nAcquire::" in "\n" + conf.read_text(errors="replace"):
+                shutil.copy(conf, root / "etc/apt/apt.conf.d")
         cas = list(Path("/usr/local/share/ca-certificates").glob("*.crt"))
         for ca in cas:
             shutil.copy(ca, root / "usr/local/share/ca-certificates")
