@@ -6,8 +6,11 @@
 
 On one machine with GPUs, the "nodes" are processes on 127.0.0.1: the probe;
 an all-reduce with NCCL on the machine's GPUs (one node); Gloo across two
-nodes (two torchrun launches, ranks 0 and 1); more ranks than GPUs (a rank
-fails, named); a node that never joins (stopped at the timeout, named).
+nodes (two launches, node ranks 0 and 1); more ranks than GPUs (a rank
+fails, named, and its node's other ranks are stopped); a node that never
+joins (stopped at the timeout, named). After the runs, OUT/listeners holds
+what listened on the rendezvous port during the Gloo run (`ss -ltn`): the
+store of rank 0, on 127.0.0.1 alone.
 """
 
 import json
@@ -62,7 +65,11 @@ run() {{
 run probe
 export GPUS=$(grep '^GPUS ' "$out/probe.out" | cut -d' ' -f2) TOOMANY=$(( $(grep '^GPUS ' "$out/probe.out" | cut -d' ' -f2) + 1 ))
 run nccl
-run gloo0 & run gloo1; wait
+# Node 1 starts once node 0's rank 0 serves the rendezvous (it waits for node 1 there): what listens then.
+run gloo0 &
+for _ in $(seq 600); do ss -ltnH "sport = :{OPTS['smoke']['port']}" | grep -q . && break; sleep 0.1; done
+ss -ltnH "sport = :{OPTS['smoke']['port']}" >"$out/listeners"
+run gloo1; wait
 run toomany
 run alone
 """)
@@ -83,6 +90,7 @@ def check(out):
     for name in ("toomany", "alone"):
         errors = [ln for ln in text[name].splitlines() if ln.startswith("SMOKE_ERROR")]
         print(name, "exit", exits[name], errors)
+    print("listening on the rendezvous port during gloo:", (out / "listeners").read_text().split())
     print(json.dumps(exits))
 
 

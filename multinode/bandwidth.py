@@ -1,8 +1,9 @@
 """bandwidth: measure the private network, each node sending to the next in a ring.
 
 Every node runs one small Python program (the node's own python3) at once:
-it serves on ``network.bandwidth_port`` and sends to the next node of the ring
-for ``--seconds``, counting what went through. The result is each link's
+it serves on ``network.bandwidth_port`` (the node sending to it alone: a
+stranger that connects first is closed, not measured) and sends to the next
+node of the ring for ``--seconds``, counting what went through. The result is each link's
 Gbit/s and the slowest named; a link below ``network.min_gbits`` fails its
 sending node. This is what an all-reduce across the nodes is limited by.
 
@@ -18,18 +19,27 @@ from .render import command
 from .report import columns
 from .session import Outcome, checks_arguments, number_arg, session_of
 
-# Run on every node: SECONDS PORT OWN_IP TARGET_IP; serves, sends, prints "BW <gbit/s>".
+# Run on every node: SECONDS PORT OWN_IP TARGET_IP PEER_IP; serves PEER_IP (the node that sends
+# to this one) alone, sends to TARGET_IP from OWN_IP, prints "BW <gbit/s>". A stranger that
+# connects first (a scanner, another program's client) is closed and the wait goes on: the
+# first connection taken would have left the peer's unread, its send stalled.
 PROGRAM = """
 import socket, sys, threading, time
-seconds, port, own, target = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+seconds, port, own, target, peer = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((own, port))
 server.listen(8)
-server.settimeout(seconds + 15)
+end = time.monotonic() + seconds + 15
 def serve():
     try:
-        conn = server.accept()[0]
+        while True:
+            server.settimeout(max(0.01, end - time.monotonic()))
+            conn, (addr, _) = server.accept()
+            if addr == peer:
+                break
+            conn.close()
+        server.close()
         while conn.recv(1 << 20):
             pass
     except OSError:
@@ -38,7 +48,7 @@ threading.Thread(target=serve, daemon=True).start()
 deadline = time.monotonic() + 10
 while True:  # the peer's server may start a moment later
     try:
-        out = socket.create_connection((target, port), timeout=5)
+        out = socket.create_connection((target, port), timeout=5, source_address=(own, 0))
         break
     except OSError:
         if time.monotonic() > deadline:
@@ -70,13 +80,17 @@ def rounds(nodes):
 
 
 def measure(session, targets, duration):
-    """Each node of ``targets`` ({alias: node}) sends to its target at once: {(sender, receiver): Gbit/s}."""
+    """Each node of ``targets`` ({alias: node}) sends to its target at once: {(sender, receiver): Gbit/s}.
+
+    Each node's server takes the connection of the node sending to it alone (``peers``), known by
+    its private address, which every sender sends from."""
     port = session.options["network"]["bandwidth_port"]
+    peers = {target.alias: session.find(sender) for sender, target in targets.items()}
 
     def send(node, cxn):
         target = targets[node.alias]
-        out = cxn.run(command("python3", "-c", PROGRAM, duration, port, node.private, target.private), hide=True,
-                      in_stream=False, timeout=duration + 30).stdout
+        out = cxn.run(command("python3", "-c", PROGRAM, duration, port, node.private, target.private,
+                              peers[node.alias].private), hide=True, in_stream=False, timeout=duration + 30).stdout
         line = next((ln for ln in out.splitlines() if ln.startswith("BW ")), None)
         if line is None:
             raise NodeError(f"no measurement to {target.alias}")

@@ -2,12 +2,13 @@
 
 On a terminal: a table redrawn a few times a second (rich), a row per node
 with the task, its current step (node scripts), that step's elapsed time and
-the node's last line of output (trimmed to the width); failed rows stand
+the last line of output of that step (trimmed to the width; none yet: empty,
+never the step before's); failed rows stand
 out; bootstrap's table stays as the summary, a short task's goes once its
 per-node lines are printed. Without a terminal (CI, a pipe, ``| tee``): the usual
 per-node lines, plus one line per node for every ``progress_interval``
-seconds a step has been running, naming the step, its elapsed time and the
-node's last line. A node stuck on a step is visible within seconds either way.
+seconds a step has been running, naming the step, its elapsed time and that
+step's last line. A node stuck on a step is visible within seconds either way.
 """
 
 import sys
@@ -76,8 +77,9 @@ class Progress:
         text = text.rstrip("\r")
         with self.lock:
             state = self.nodes[node.alias]
-            if text.startswith("--- "):  # a step begins
+            if text.startswith("--- "):  # a step begins: what the step before it said is no longer news
                 state.step, state.since, state.beat = text[4:].strip(), time.monotonic(), time.monotonic()
+                state.last = ""
             elif not text.startswith("STEP ") and text.strip():
                 state.last = text.strip()
 

@@ -3,21 +3,25 @@
 Two parts, each on every node at once:
 
 - Ray: from the head, one Ray task pinned to each node (holding its GPUs)
-  reports the hostname, the GPUs Ray gave it and the NCCL/Gloo environment a
-  task there gets. A node missing from Ray, a task that fails or does not run,
-  an unset NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME, fewer GPUs than
-  ``gpu.count``: that node fails.
+  reports the hostname, the GPUs Ray gave it, the NCCL/Gloo environment a
+  task there gets and the GPUs nvidia-smi lists there. A node missing from
+  Ray, a task that fails or does not run, an unset
+  NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME, another number of GPUs than
+  nvidia-smi lists, fewer GPUs than ``gpu.count``: that node fails.
 - torch: when torch is in the workspace venv, a ``torch.distributed``
   all-reduce across all nodes and GPUs, launched as users launch training:
-  torchrun on every node (over its own SSH connection, in the environment a
-  plain ``ssh node cmd`` gets) with the head's private address as rendezvous.
+  on every node at once (over its own SSH connection, in the environment a
+  plain ``ssh node cmd`` gets), a rank per GPU with the environment torchrun
+  gives its workers, the head's private address as rendezvous. Not torchrun
+  itself: its rendezvous store listens on every address of the head; ours,
+  served by rank 0 (templates/smoke_torch.py), on the private one alone.
   NCCL with one rank per GPU where every node has GPUs, else Gloo with one
   rank per node. The result is checked, then timed: the time of one
   all-reduce and its bus bandwidth (nccl-tests' definition). Without torch
   it says it skipped this part, and why.
 
-torchrun rather than Ray: it is how most training is started, and it needs
-nothing in the venv but torch (Ray Train would add its own dependencies).
+torchrun's way rather than Ray: it is how most training is started, and it
+needs nothing in the venv but torch (Ray Train would add its own dependencies).
 """
 
 
@@ -63,16 +67,23 @@ def ray_part(session, opts, timeout):
 
 
 def ray_problem(got, expected):
-    """(problem, detail) of one node's Ray task report."""
+    """(problem, detail) of one node's Ray task report.
+
+    Ray's GPUs are compared with what ``nvidia-smi`` lists on the node, whatever ``gpu.count``
+    says: Ray counts them once, at its start (a Ray started before the driver, or with
+    CUDA_VISIBLE_DEVICES or ``--num-gpus``, counts others), and a job it schedules gets no more."""
     if "error" in got:
         return got["error"], ""
     env = got.get("env", {})
     unset = [k for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if not env.get(k)]
-    gpus = len(got.get("gpu_ids", []))
+    gpus, listed = len(got.get("gpu_ids", [])), got.get("nvidia_smi")
     detail = (f"{got.get('hostname')}: {gpus} GPU(s) from Ray, "
               + " ".join(f"{k}={env[k]}" for k in sorted(env)))
     if unset:
         return f"a Ray task on {got.get('hostname')} sees no {', '.join(unset)} (rerun bootstrap: it restarts Ray)", detail
+    if listed is not None and listed != gpus:
+        return (f"Ray gives a task {gpus} GPU(s) on {got.get('hostname')}, nvidia-smi lists {listed} "
+                "(Ray counts them when it starts: `ray stop` there, then rerun bootstrap)"), detail
     if expected and gpus < expected:
         return f"Ray gives a task {gpus} GPU(s) on {got.get('hostname')}, {expected} expected (multinode.gpu.count)", detail
     return None, detail
@@ -107,7 +118,7 @@ def venv_dir(opts):
 
 
 def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
-    """The command that starts node ``rank``'s part of the all-reduce (torchrun)."""
+    """The command that starts node ``rank``'s part of the all-reduce (its ``nproc`` ranks)."""
     venv = venv_dir(opts)
     return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, program("smoke_torch.py"), timeout,
                    len(nodes), rank, nproc, nodes[0].private, opts["smoke"]["port"],
@@ -143,7 +154,7 @@ def torch_part(session, opts, size_mb, timeout):
         errors = [ln.split(" ", 1)[1] for ln in result.stdout.splitlines() if ln.startswith("SMOKE_ERROR ")]
         mine = tagged(result.stdout, "SMOKE_NODE")
         if result.exited or mine is None:
-            last = (result.stderr.strip().splitlines() or [f"torchrun exited {result.exited}"])[-1]
+            last = (result.stderr.strip().splitlines() or [f"the launcher exited {result.exited}"])[-1]
             raise NodeError(errors[0] if errors else last)
         detail = f"{mine['ranks']} rank(s) on {mine['device']} ({mine['backend']}), all-reduce correct"
         return Outcome("ok", detail, value=tagged(result.stdout, "SMOKE"))

@@ -4,14 +4,18 @@
 
 One Ray task pinned to each node (NodeAffinitySchedulingStrategy, not soft),
 holding the node's GPUs as a training task would, reports what a task there
-sees: the hostname, the GPUs Ray gave it and the NCCL/Gloo environment.
+sees: the hostname, the GPUs Ray gave it, the NCCL/Gloo environment, and the
+GPUs ``nvidia-smi -L`` lists there (None without nvidia-smi): Ray counts a
+node's GPUs once, when it starts, and may have counted none.
 Prints one line, ``SMOKE_RAY {private_ip: result}``; a result with "error"
 says why that node's task did not report.
 """
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 
@@ -22,12 +26,25 @@ address, timeout, want = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 
 
+def listed_gpus():
+    """How many GPUs ``nvidia-smi -L`` lists on this node (None: no nvidia-smi; 0 when it fails)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
 @ray.remote(num_cpus=0)
 def probe():
     return {
         "hostname": socket.gethostname(),
         "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
         "env": {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "GLOO_"))},
+        "nvidia_smi": listed_gpus(),
     }
 
 

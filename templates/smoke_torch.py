@@ -1,9 +1,22 @@
-"""multinode smoke, torch part: one rank of an all-reduce across every node and GPU.
+"""multinode smoke, torch part: an all-reduce across every node and GPU.
 
-Started by torchrun on every node (``--nnodes N --node-rank K
---nproc-per-node G --master-addr HEAD_PRIVATE``), as training is:
+Run once on every node (over its SSH connection, in the environment a plain
+``ssh node cmd`` gets), as training is launched:
 
-    smoke_torch.py BACKEND SIZE_MB ITERS TIMEOUT
+    smoke_torch.py node NNODES NODE_RANK NPROC MASTER_ADDR MASTER_PORT BACKEND SIZE_MB ITERS TIMEOUT
+
+it starts the node's NPROC ranks, each this program again
+(``smoke_torch.py rank BACKEND SIZE_MB ITERS TIMEOUT``) with the environment
+torchrun gives its workers (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
+GROUP_RANK, MASTER_ADDR, MASTER_PORT); when one fails it stops the others, as
+torchrun does, and exits with that rank's code.
+
+Not torchrun itself: the rendezvous store it serves on the head (a TCPStore)
+listens on every address of the head, its public one too: torch's TCPStore
+server binds the wildcard address, and no argument names another (torchrun's
+static and c10d rendezvous alike). Here rank 0 binds MASTER_ADDR:MASTER_PORT,
+the head's private address, and hands that socket to its TCPStore
+(``master_listen_fd``); every other rank connects to it there.
 
 BACKEND is nccl (one rank per GPU) or gloo (one rank per node, on CPU). Each
 rank checks the all-reduce's result, then times ITERS all-reduces of SIZE_MB
@@ -15,19 +28,64 @@ fails prints ``SMOKE_ERROR rank R on HOST: reason``.
 import datetime
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-
-backend, size_mb, iters, timeout = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-local_rank = int(os.environ["LOCAL_RANK"])
 host = socket.gethostname()
 
 
-def main():
+def launch(nnodes, node_rank, nproc, master, port, args):
+    """This node's NPROC ranks, each with torchrun's environment for it: 0 when all passed, else the
+    first failure's exit code (1 for a rank a signal ended, named: it could not say so itself)."""
+    world = nnodes * nproc
+    ranks = {}
+    for local in range(nproc):
+        env = dict(os.environ, RANK=str(node_rank * nproc + local), LOCAL_RANK=str(local), WORLD_SIZE=str(world),
+                   LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK=str(node_rank), MASTER_ADDR=master, MASTER_PORT=str(port))
+        ranks[env["RANK"]] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "rank", *args], env=env,
+                                              stdin=subprocess.DEVNULL)
+    code = 0
+    while ranks:
+        time.sleep(0.1)
+        for rank, proc in list(ranks.items()):
+            if proc.poll() is None:
+                continue
+            del ranks[rank]
+            if proc.returncode and not code:  # the first failure: the others cannot finish without it
+                code = proc.returncode if proc.returncode > 0 else 1
+                if proc.returncode < 0:
+                    print(f"SMOKE_ERROR rank {rank} on {host}: ended by {signal.Signals(-proc.returncode).name}",
+                          flush=True)
+                for other in ranks.values():
+                    other.terminate()
+    return code
+
+
+def rendezvous(timeout):
+    """The job's store: rank 0 serves it on MASTER_ADDR:MASTER_PORT alone; the other ranks connect to it.
+
+    use_libuv=False: torch's libuv server (its default since 2.4) listens on a handed socket only
+    since pytorch#150215 (2025); before, it took the socket and never accepted on it."""
+    from torch.distributed import TCPStore
+
+    addr, port, world = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"])
+    if int(os.environ["RANK"]):
+        return TCPStore(addr, port, world, False, timeout)
+    fd = socket.create_server((addr, port)).detach()  # the store owns (and closes) it from here
+    try:
+        return TCPStore(addr, port, world, True, timeout, master_listen_fd=fd, use_libuv=False)
+    except TypeError:  # a torch older than use_libuv (2.2): that server is its only one
+        return TCPStore(addr, port, world, True, timeout, master_listen_fd=fd)
+
+
+def main(backend, size_mb, iters, timeout):
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ["LOCAL_RANK"])
     if backend == "nccl":
         if torch.cuda.device_count() <= local_rank:
             raise RuntimeError(f"torch sees {torch.cuda.device_count()} GPU(s), this is local rank {local_rank} "
@@ -37,7 +95,9 @@ def main():
         name = torch.cuda.get_device_name(device)
     else:
         device, name = torch.device("cpu"), "cpu"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    limit = datetime.timedelta(seconds=timeout)
+    dist.init_process_group(backend, store=rendezvous(limit), rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]), timeout=limit)
     rank, world = dist.get_rank(), dist.get_world_size()
 
     def sync():
@@ -78,10 +138,13 @@ def main():
     dist.destroy_process_group()
 
 
-try:
-    main()
-except Exception as exc:
-    rank = os.environ.get("RANK", "?")
-    print(f"SMOKE_ERROR rank {rank} on {host}: {type(exc).__name__}: "
-          f"{(str(exc).strip().splitlines() or [''])[0]}", flush=True)
-    sys.exit(1)
+if __name__ == "__main__":
+    if sys.argv[1] == "node":
+        sys.exit(launch(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]),
+                        sys.argv[7:]))
+    try:
+        main(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    except Exception as exc:
+        print(f"SMOKE_ERROR rank {os.environ.get('RANK', '?')} on {host}: {type(exc).__name__}: "
+              f"{(str(exc).strip().splitlines() or [''])[0]}", flush=True)
+        sys.exit(1)

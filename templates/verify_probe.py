@@ -1,9 +1,10 @@
 # verify's probe: which Python ran it, then every other node over the private network.
 # Arguments: WHICH (venv|system) TIMEOUT PORT OWN_IP PEER_IP...
 # Prints "PYTHON WHICH VERSION", then "PAIR <peer> ok|refused|no route|timeout" per
-# peer. Each node listens on PORT for a few seconds (a high port, as NCCL's are;
-# probing sshd instead made every node's sshd fork once per peer) and probes its
-# peers, all at once, retrying a refusal while a peer's listener is not up yet.
+# peer (a rarer failure in the system's words, never an errno's name). Each node
+# listens on PORT for a few seconds (a high port, as NCCL's are; probing sshd
+# instead made every node's sshd fork once per peer) and probes its peers, all at
+# once, retrying a refusal while a peer's listener is not up yet.
 import errno
 import os
 import selectors
@@ -39,12 +40,20 @@ if listener is not None and os.fork() == 0:  # the listener lives on a little af
     os._exit(0)
 
 
+# What a failed connect says, in words: a route that drops the packet says so at once, each
+# kind in its own errno (an "unreachable" route EHOSTUNREACH, a "prohibit" one EACCES, a
+# "blackhole" one EINVAL); a local firewall EPERM. Any other: the system's own words for it.
+WORDS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout", errno.EHOSTUNREACH: "no route",
+         errno.ENETUNREACH: "no route", errno.EHOSTDOWN: "no route", errno.ENETDOWN: "no route",
+         errno.EINVAL: "no route", errno.EACCES: "no route", errno.EPERM: "blocked by this node's firewall",
+         errno.ECONNRESET: "connection reset", errno.ECONNABORTED: "connection reset"}
+
+
 def why(err):
-    return ("ok" if err == 0 else "refused" if err == errno.ECONNREFUSED
-            else "no route" if err in (errno.EHOSTUNREACH, errno.ENETUNREACH) else errno.errorcode.get(err, str(err)))
+    return "ok" if err == 0 else WORDS.get(err) or os.strerror(err).lower()
 
 
-RETRIED = ("refused", "timeout", "ECONNRESET", "ECONNABORTED")
+RETRIED = ("refused", "timeout", "connection reset")
 result, waiting = {}, set(peers)
 while waiting and time.monotonic() < deadline:
     sel = selectors.DefaultSelector()

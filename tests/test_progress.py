@@ -30,3 +30,32 @@ def test_heartbeat_lines_name_the_step_or_say_still_at_it():
     progress.finish(nodes[0], "ok")
     progress.heartbeat()  # none due: rental1's was just printed, rental0 is done
     assert len(out.getvalue().splitlines()) == 2
+
+
+def test_the_last_output_is_the_running_steps_own():
+    """A step that has printed nothing yet shows nothing: never the step before's last line."""
+    from rich.console import Console
+
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    nodes[0].alias = "rental0"
+    out = io.StringIO()
+    progress = Progress(Reporter(nodes, stream=out), "bootstrap", interval=1, tty=False)
+    progress.start(nodes[0])
+    progress.line(nodes[0], "--- python")
+    progress.line(nodes[0], "Resolved 3 packages")
+    progress.line(nodes[0], "STEP python ok venv ready [1.0s]")
+    progress.line(nodes[0], "--- ray")
+
+    def shown():
+        console = Console(file=io.StringIO(), width=200)
+        console.print(progress.table())
+        return console.file.getvalue()
+
+    assert "Resolved 3 packages" not in shown() and " ray " in shown()
+    state = progress.nodes["rental0"]
+    state.since -= 65
+    state.beat -= 2
+    progress.heartbeat()
+    assert out.getvalue().splitlines() == ["bootstrap    rental0  still in step ray after 1m05s"]
+    progress.line(nodes[0], "starting the head")
+    assert "starting the head" in shown()

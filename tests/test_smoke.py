@@ -1,24 +1,32 @@
-"""Unit tests: the smoke test's plan, its torchrun launch and what it parses (no network).
+"""Unit tests: the smoke test's plan, its launch and what it parses (loopback only).
 
-torch cannot be installed here: the launcher runs for real with a stand-in
-for the venv's Python that records how it was called. The real all-reduce
-runs on a GPU machine (bench/smoke_gpu.py).
+torch cannot be installed here: the launcher runs for real, with a stand-in
+for the venv's Python that records how it was called, or with a real venv
+holding a stand-in torch (tests/fake_torch) that records what each rank was
+given and serves the rendezvous store on the socket it is handed. The real
+all-reduce runs on a GPU machine (bench/smoke_gpu.py).
 """
 
 import json
 import os
 import shlex
+import shutil
+import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from multinode.config import DEFAULTS, options
-from multinode.inventory import parse_hosts
+from multinode.inventory import Node, parse_hosts
 from multinode.render import command, render
 from multinode.raycluster import tagged
 from multinode.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan
 
 NODES = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:198.19.0.12")
+FAKE_TORCH = Path(__file__).resolve().parent / "fake_torch/torch"
 
 
 def opts(workspace="/workspace", **over):
@@ -45,14 +53,14 @@ def test_the_plan_follows_what_the_nodes_have(probes, plan, problems):
         assert (backend, nproc) == plan and found == problems
 
 
-def test_the_launch_is_torchrun_with_the_head_as_rendezvous(tmp_path):
-    """The real launcher, with a venv whose python records its arguments and the worker it was given."""
+def test_the_launch_is_our_launcher_with_the_head_as_rendezvous(tmp_path):
+    """The real launcher script, with a venv whose python records its arguments and the worker it was given."""
     venv = tmp_path / "ws/proj/venv"
     (venv / "bin").mkdir(parents=True)
     record = tmp_path / "record.json"
     (venv / "bin/python").write_text(f"""#!/usr/bin/env python3
 import json, os, sys
-worker = sys.argv[-5]
+worker = sys.argv[1]
 json.dump({{"argv": sys.argv[1:], "worker": open(worker).read(), "omp": os.environ.get("OMP_NUM_THREADS"),
            "stdin": sys.stdin.read()}}, open({str(record)!r}, "w"))
 print("SMOKE_NODE " + json.dumps({{"host": "n", "ranks": 8}}))
@@ -67,11 +75,75 @@ print("SMOKE_NODE " + json.dumps({{"host": "n", "ranks": 8}}))
     assert r.returncode == 0, r.stderr
     assert tagged(r.stdout, "SMOKE_NODE") == {"host": "n", "ranks": 8}
     got = json.loads(record.read_text())
-    worker = got["argv"][-5]
-    assert got["argv"] == ["-m", "torch.distributed.run", "--nnodes", "3", "--node-rank", "2", "--nproc-per-node", "8",
-                           "--master-addr", "198.19.0.10", "--master-port", "29500", worker, "nccl", "64", "10", "300"]
-    assert "dist.init_process_group(backend" in got["worker"] and got["omp"] == "1" and got["stdin"] == ""
+    worker = got["argv"][0]
+    assert got["argv"] == [worker, "node", "3", "2", "8", "198.19.0.10", "29500", "nccl", "64", "10", "300"]
+    assert "master_listen_fd=fd" in got["worker"] and got["omp"] == "1" and got["stdin"] == ""
     assert not os.path.exists(worker)  # the worker's file is gone afterwards
+
+
+def fake_torch_venv(tmp_path, gpus=0):
+    """Options whose workspace venv is a real venv holding tests/fake_torch (torch cannot be installed
+    here), and an environment whose PATH has an nvidia-smi listing ``gpus`` GPUs."""
+    venv = tmp_path / "ws/proj/venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    shutil.copytree(FAKE_TORCH, site / "torch")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(
+        f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(gpus)))
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    o = opts(workspace=str(tmp_path / "ws"), repo={"url": "git://forge/proj.git", "branch": "main", "name": ""},
+             smoke={**DEFAULTS["smoke"], "port": free_port()})
+    return o, site / "torch/distributed/records", {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_each_rank_gets_torchruns_environment_and_rank_0_serves_the_store_on_the_master_address(tmp_path):
+    """Two "nodes" of two ranks on this machine (the head's private address: 127.0.0.2): the launcher
+    starts each rank with torchrun's environment; rank 0 binds the store to that address alone."""
+    o, records, env = fake_torch_venv(tmp_path)
+    nodes = [Node(0, "rental0", "198.18.0.10", "127.0.0.2"), Node(1, "rental1", "198.18.0.11", "127.0.0.3")]
+    runs = [subprocess.Popen(launch_command(o, nodes, rank, 2, "gloo", 0.001, 60), shell=True, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    outs = [run.communicate(timeout=90) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outs
+    for out, _ in outs:
+        assert tagged(out, "SMOKE_NODE")["ranks"] == 2 and tagged(out, "SMOKE_NODE")["correct"] is True
+    summary = tagged(outs[0][0], "SMOKE")
+    assert summary["world"] == 4 and summary["bytes"] == 1048 and summary["backend"] == "gloo"
+    port = str(o["smoke"]["port"])
+    got = {int(p.stem): json.loads(p.read_text()) for p in records.glob("*.json")}
+    assert sorted(got) == [0, 1, 2, 3]
+    for rank, seen in got.items():
+        assert seen["env"] == {"RANK": str(rank), "LOCAL_RANK": str(rank % 2), "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2",
+                               "GROUP_RANK": str(rank // 2), "MASTER_ADDR": "127.0.0.2", "MASTER_PORT": port,
+                               "OMP_NUM_THREADS": "1"}
+        assert (seen["rank"], seen["world_size"], seen["timeout"]) == (rank, 4, 60)
+        assert seen["store"]["host_name"] == "127.0.0.2" and seen["store"]["is_master"] is (rank == 0)
+    store = got[0]["store"]
+    assert isinstance(store["master_listen_fd"], int) and store["use_libuv"] is False
+    assert store["listening"] == f"127.0.0.2:{port}"
+    listeners = [line.split()[3] for line in store["ss"].splitlines() if line.split()[3].endswith(f":{port}")]
+    assert listeners == [f"127.0.0.2:{port}"]  # not 0.0.0.0, *, nor [::]
+
+
+def test_a_rank_that_fails_stops_its_node_at_once(tmp_path):
+    """Two ranks on a node whose torch sees one GPU: local rank 1 fails, named; rank 0, left waiting for
+    it at the rendezvous, is stopped with it (exit 1 long before the timeout), as torchrun does."""
+    o, _, env = fake_torch_venv(tmp_path, gpus=1)
+    nodes = [Node(0, "rental0", "198.18.0.10", "127.0.0.2")]
+    started = time.monotonic()
+    r = subprocess.run(launch_command(o, nodes, 0, 2, "nccl", 0.001, 120), shell=True, env=env, text=True,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1 and time.monotonic() - started < 30, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [f"SMOKE_ERROR rank 1 on {socket.gethostname()}: RuntimeError: torch sees 1 GPU(s), "
+                                     "this is local rank 1 (torch.cuda.is_available() is True)"]
 
 
 def test_a_launch_that_never_ends_is_stopped_at_the_timeout(tmp_path):
@@ -113,6 +185,17 @@ def test_what_a_ray_task_saw_passes_or_names_the_problem():
     bare = {**seen, "env": {"NCCL_SOCKET_IFNAME": "ens7"}}
     assert ray_problem(bare, 0)[0] == "a Ray task on node1 sees no GLOO_SOCKET_IFNAME (rerun bootstrap: it restarts Ray)"
     assert ray_problem({"error": "not an alive node of the Ray cluster"}, 0) == ("not an alive node of the Ray cluster", "")
+
+
+def test_ray_gives_the_gpus_nvidia_smi_lists_whatever_gpu_count_says():
+    seen = {"hostname": "node1", "gpu_ids": [], "env": {"NCCL_SOCKET_IFNAME": "ens7", "GLOO_SOCKET_IFNAME": "ens7"},
+            "nvidia_smi": 8}
+    why = "Ray gives a task 0 GPU(s) on node1, nvidia-smi lists 8 (Ray counts them when it starts: `ray stop` there, then rerun bootstrap)"
+    assert ray_problem(seen, 0)[0] == ray_problem(seen, 8)[0] == why
+    assert ray_problem({**seen, "gpu_ids": ["0", "1"], "nvidia_smi": 1}, 0)[0].startswith("Ray gives a task 2 GPU(s) on node1, nvidia-smi lists 1 ")
+    assert ray_problem({**seen, "gpu_ids": [str(i) for i in range(8)]}, 0)[0] is None
+    assert ray_problem({**seen, "nvidia_smi": None}, 0)[0] is None  # no nvidia-smi: a CPU node
+    assert ray_problem({**seen, "nvidia_smi": 0}, 0)[0] is None
 
 
 def test_bandwidth_as_nccl_tests_defines_it_and_tagged_lines():

@@ -19,6 +19,7 @@ from ..inventory import BadInput
 from . import image
 from .cluster import MAX_NODES, Sandbox, all_sandboxes
 from .forge import FORGE_IP
+from .laptop import laptop_dir, laptop_home, shell_argv
 
 __all__ = ["Sandbox", "image", "ns"]
 
@@ -103,29 +104,6 @@ def up(c, nodes=None, users=None, key=None, name="mnsb", containers=None, gpus=N
     print(f"Remove it with: fab sandbox.down --name {name}")
 
 
-def laptop_dir(sandbox):
-    return sandbox.dir.parent / f".laptop-{sandbox.name}"
-
-
-def laptop_home(sandbox):
-    """The sandbox laptop's own home: its key pair, its ~/.ssh, its multinode settings."""
-    home = laptop_dir(sandbox)
-    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = home / ".ssh/id_ed25519"
-    if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sandbox-laptop", "-f", str(key)],
-                       check=True, stdin=subprocess.DEVNULL)
-    return home
-
-
-SHELL_RC = """# The multinode sandbox's laptop: its own HOME; OpenSSH reads the passwd home, so ssh is told.
-[ -f /etc/bash.bashrc ] && . /etc/bash.bashrc
-ssh() { command ssh -F "$HOME/.ssh/config" -o UserKnownHostsFile="$HOME/.ssh/known_hosts" "$@"; }
-export -f ssh
-PS1="(sandbox laptop) \\w\\$ "
-"""
-
-
 @task(help={"name": "sandbox name (default: mnsb)",
             "command": "run this command there instead of an interactive shell, e.g. \"fab verify\""})
 def shell(c, name="mnsb", command=None):
@@ -135,17 +113,7 @@ def shell(c, name="mnsb", command=None):
     if not sandbox.nodes:
         raise Exit(f"multinode: sandbox {name} is not up: run fab sandbox.up{'' if name == 'mnsb' else f' --name {name}'}",
                    code=2)
-    home = laptop_home(sandbox)
-    rc = home / ".multinode-shellrc"
-    rc.write_text(SHELL_RC)
-    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    if command:
-        env["BASH_ENV"] = str(rc)  # read by a non-interactive bash
-        argv = ["bash", "-c", command]
-    else:
-        argv = ["bash", "--rcfile", str(rc), "-i"]
-    proc = subprocess.run(sandbox.laptop_cmd(*argv, env=env), cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(shell_argv(sandbox, command), cwd=Path(__file__).resolve().parents[2])
     if proc.returncode:
         raise Exit(code=proc.returncode)
 
