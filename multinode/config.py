@@ -79,7 +79,7 @@ DEFAULTS = {
     # Facts that must match across nodes (gpu, driver, cuda, python, torch, packages):
     # those listed here may differ.
     "consistency": {"ignore": []},
-    # smoke: the all-reduce's rendezvous port on the head (torchrun's --master-port),
+    # smoke: the all-reduce's rendezvous port on the head (rank 0 serves it on the head's private address alone),
     # MiB each rank all-reduces, timed all-reduces, and seconds each part may take.
     "smoke": {"port": 29500, "size_mb": 64, "iters": 10, "timeout": 300},
     # sync: names (or paths) never pushed; --exclude adds to them.

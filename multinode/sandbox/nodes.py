@@ -30,7 +30,18 @@ INIT = (
 )
 
 
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` are one directory (by device and inode: a process's root, seen
+    from another mount namespace, reads as a path of the host's, never as ``b``'s own spelling)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 # -- CPU accounting ----------------------------------------------------------
+
 def cgroup(name, nid):
     """Node ``nid`` of sandbox ``name``'s CPU cgroup (None without cgroups)."""
     for root in CGROUP_ROOTS:
@@ -99,7 +110,7 @@ def boot(node, group):
     deadline = time.time() + 20
     while time.time() < deadline:
         for child in children(proc.pid):
-            if os.path.realpath(f"/proc/{child}/root") == os.path.realpath(root):
+            if same_file(f"/proc/{child}/root", root):
                 node["init_pid"] = child
                 return
         if proc.poll() is not None:
