@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from multinode.config import DEFAULTS  # noqa: E402
 from multinode.inventory import parse_hosts  # noqa: E402
 from multinode.render import command, render  # noqa: E402
-from multinode.raycluster import tagged  # noqa: E402
-from multinode.smoke import bus_bandwidth, launch_command, torch_plan  # noqa: E402
+from multinode.protocol import tagged  # noqa: E402
+from multinode.tasks.smoke import bus_bandwidth, launch_command, torch_plan  # noqa: E402
 
 WORKSPACE = "/tmp/multinode-smoke-ws"
 OPTS = {**DEFAULTS, "workspace": WORKSPACE, "repo": {"url": "git://forge/proj.git", "branch": "main", "name": "proj"},

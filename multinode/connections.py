@@ -13,7 +13,8 @@ import paramiko
 from fabric import Connection
 from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
-from paramiko.hostkeys import HostKeyEntry, HostKeys
+
+from .sshfiles import fingerprint, keys_of, known_host_entries
 
 KEEPALIVE = 15  # seconds between SSH keepalives on every node connection
 HINT = "if that machine was reinstalled, run `fab hostkeys --reinstalled {alias}` to record its new key"
@@ -25,11 +26,6 @@ class NodeError(Exception):
 
 class UnknownHostKey(paramiko.SSHException):
     pass
-
-
-def fingerprint(key):
-    """A key as ``ssh-keygen -lf`` shows it: ``256 SHA256:... (ED25519)``."""
-    return f"{key.get_bits()} {key.fingerprint} ({key.algorithm_name})"
 
 
 class RefuseUnknown(paramiko.MissingHostKeyPolicy):
@@ -78,48 +74,6 @@ def fetch_host_key(node, timeout, kind=None):
         raise NodeError(f"no SSH handshake with {node.address}: {exc or type(exc).__name__}") from None
     finally:
         transport.close()
-
-
-def names_host(name, host):
-    """Whether a known_hosts name (plain or hashed ``|1|salt|hash``) is ``host``.
-
-    A damaged hashed name names no host (as ``ssh-keygen -F`` skips it)."""
-    if name.startswith("|1|"):
-        try:
-            salt = name.split("|")[2]
-            return HostKeys.hash_host(host, salt) == name
-        except (IndexError, ValueError, TypeError):
-            return False
-    return name == host
-
-
-def known_host_entries(path):
-    """The usable entries of a known_hosts file.
-
-    Lines paramiko cannot read (markers such as @revoked, keys of types it
-    lacks, damaged lines) are skipped, as OpenSSH skips them, instead of
-    failing every connection.
-    """
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith(("#", "@")):
-            continue
-        try:
-            entry = HostKeyEntry.from_line(line)
-        except Exception:  # noqa: BLE001  any damage (InvalidHostKey, bad base64, ...): skip the line
-            continue
-        if entry is not None:
-            entries.append(entry)
-    return entries
-
-
-def keys_of(entries, address):
-    """The keys that known_hosts ``entries`` hold for ``address`` (``addr`` or ``[addr]:port``, hashed too)."""
-    return [e.key for e in entries if any(names_host(name, address) for name in e.hostnames)]
 
 
 class AuthFailed(NodeError):

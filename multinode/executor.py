@@ -45,6 +45,7 @@ class ClusterExecutor(Executor):
                 self.session = Session(hosts)
             except BadInput as exc:
                 raise exc.exit() from None
+        self.session.collection = self.collection
         if self.core is not None and self.core.remainder:
             raise Exit("multinode: `fab -- COMMAND` is not supported; use a task", code=2)
         calls = invoke.Executor.expand_calls(self, calls)

@@ -21,12 +21,9 @@ from pathlib import Path
 
 from paramiko.hostkeys import HostKeyEntry
 
-from .connections import fingerprint, keys_of, known_host_entries
+from .sshfiles import best_of, fingerprint, keys_of, known_host_entries
 from .inventory import BadInput, DEFAULT_PORT, load_state, parse_node
 from .localfiles import locked, read_text, write_atomic
-
-KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
-
 
 @dataclass
 class Pin:
@@ -154,8 +151,6 @@ def seeded(state, known_hosts):
     entries = known_host_entries(Path(known_hosts))
     pins = []
     for node in remembered:
-        keys = keys_of(entries, node.address)
-        rank = {kind: i for i, kind in enumerate(KEY_TYPES)}
-        for key in sorted(keys, key=lambda k: rank.get(k.get_name(), len(rank)))[:1]:
+        for key in best_of(keys_of(entries, node.address))[:1]:
             pins.append(Pin(node.public, node.port, node.private, key_text(key)))
     return pins

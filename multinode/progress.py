@@ -1,20 +1,25 @@
 """Live progress of a task on the nodes: what each node does now, and for how long.
 
 On a terminal: a table redrawn a few times a second (rich), a row per node
-with the task, its current step (node scripts), that step's elapsed time and
-the last line of output of that step (trimmed to the width; none yet: empty,
-never the step before's); failed rows stand
-out; bootstrap's table stays as the summary, a short task's goes once its
-per-node lines are printed. Without a terminal (CI, a pipe, ``| tee``): the usual
-per-node lines, plus one line per node for every ``progress_interval``
-seconds a step has been running, naming the step, its elapsed time and that
-step's last line. A node stuck on a step is visible within seconds either way.
+with the task, the steps it runs now (a node script runs independent steps at
+once: ``python+docker``), how long the oldest has run, and the last line of
+output of a running step (trimmed to the width; none yet: empty, never a
+finished step's); failed rows stand out; bootstrap's table stays as the
+summary, a short task's goes once its per-node lines are printed. Without a
+terminal (CI, a pipe, ``| tee``): the usual per-node lines, plus one line for
+every ``progress_interval`` seconds a step has been running, naming the node,
+the step, its elapsed time and that step's last line. A node stuck on a step
+is visible within seconds either way.
 """
 
+import itertools
 import sys
 import threading
 import time
 
+from . import protocol
+
+SPOKEN = itertools.count(1)  # the order lines arrive in: the latest shown
 STYLE = {"failed": "bold red", "ok": "green", "changed": "green", "running": ""}
 
 
@@ -28,11 +33,33 @@ def elapsed(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+class Running:
+    """A step a node runs now: since when, its last heartbeat, its last line of output."""
+
+    def __init__(self):
+        self.since = self.beat = time.monotonic()
+        self.last, self.said = "", 0  # its last line, and when it said it (SPOKEN)
+
+
 class NodeState:
     def __init__(self, node, task):
         self.alias, self.task = node.alias, task
-        self.step, self.since, self.last, self.status = "-", time.monotonic(), "", "running"
-        self.beat = self.since  # when its last heartbeat line was printed
+        self.since, self.last, self.status = time.monotonic(), "", "running"
+        self.beat = self.since  # when its last heartbeat line was printed (no step running)
+        self.steps = {}  # {step: Running}: a node script runs several at once
+
+    def step(self):
+        """The running steps, oldest first: `python+docker`, or `-`."""
+        return "+".join(self.steps) or "-"
+
+    def started(self):
+        """When the oldest running step started (the node's start, with none)."""
+        return min((r.since for r in self.steps.values()), default=self.since)
+
+    def latest(self):
+        """The last line the running steps printed (only theirs: never a finished step's)."""
+        spoke = [r for r in self.steps.values() if r.last]
+        return max(spoke, key=lambda r: r.said).last if spoke else ("" if self.steps else self.last)
 
 
 class Lines:
@@ -77,10 +104,16 @@ class Progress:
         text = text.rstrip("\r")
         with self.lock:
             state = self.nodes[node.alias]
-            if text.startswith("--- "):  # a step begins: what the step before it said is no longer news
-                state.step, state.since, state.beat = text[4:].strip(), time.monotonic(), time.monotonic()
-                state.last = ""
-            elif not text.startswith("STEP ") and text.strip():
+            begun, output = protocol.begun(text), protocol.step_output(text)
+            if begun:  # a step begins: its own lines only are news from it
+                state.steps[begun] = Running()
+            elif text.startswith("STEP "):
+                state.steps.pop(text.split(" ", 2)[1], None)
+            elif output and output[0] in state.steps:
+                if output[1].strip():
+                    running = state.steps[output[0]]
+                    running.last, running.said = output[1].strip(), next(SPOKEN)
+            elif text.strip() and not output:
                 state.last = text.strip()
 
     def finish(self, node, status):
@@ -101,22 +134,25 @@ class Progress:
         with self.lock:
             for state in self.nodes.values():
                 running = state.status == "running"
-                table.add_row(state.alias, state.task, state.step if running else state.status,
-                              elapsed(now - state.since) if running else "", Text(state.last),
+                table.add_row(state.alias, state.task, state.step() if running else state.status,
+                              elapsed(now - state.started()) if running else "", Text(state.latest()),
                               style=STYLE.get(state.status, ""))
         return table
 
     def heartbeat(self):
-        """Without a terminal: a line per node whose step has run another interval."""
+        """Without a terminal: a line per running step (or node) that has run another interval."""
         now = time.monotonic()
+        due = []
         with self.lock:
-            due = [s for s in self.nodes.values() if s.status == "running" and now - s.beat >= self.interval]
-            for state in due:
-                state.beat = now
-        for state in due:
-            last = f": {state.last[:120]}" if state.last else ""
-            doing = "still at it" if state.step == "-" else f"still in step {state.step}"
-            self.report.write(f"{state.task:<12} {state.alias}  {doing} after {elapsed(now - state.since)}{last}")
+            for state in (s for s in self.nodes.values() if s.status == "running"):
+                for name, step in state.steps.items() or [(None, state)]:
+                    if now - step.beat >= self.interval:
+                        step.beat = now
+                        due.append((state, name, step))
+        for state, name, step in due:
+            last = f": {step.last[:120]}" if step.last else ""
+            doing = f"still in step {name}" if name else "still at it"
+            self.report.write(f"{state.task:<12} {state.alias}  {doing} after {elapsed(now - step.since)}{last}")
 
     def _run(self):
         while not self.stop.wait(0.25 if self.tty else 1.0):

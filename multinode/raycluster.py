@@ -5,10 +5,9 @@ one remote command that waits up to ``ray.wait`` seconds for late joiners.
 verify's ray-cluster check runs the same query, without waiting.
 """
 
-import json
-
 from invoke.exceptions import UnexpectedExit
 
+from . import protocol
 from .render import command, program
 from .session import Outcome
 
@@ -16,12 +15,6 @@ from .session import Outcome
 # is missing after WAIT seconds (templates/ray_members.py: the GCS asked directly,
 # without importing ray, else through Ray).
 RAY_MEMBERS = program("ray_members.py")
-
-
-def tagged(out, tag):
-    """The JSON after ``TAG `` on the last such line of ``out``, or None."""
-    lines = [ln for ln in out.splitlines() if ln.startswith(tag + " ")]
-    return json.loads(lines[-1][len(tag) + 1:]) if lines else None
 
 
 def on_head(session, task, python, source, tag, *args, timeout):
@@ -32,7 +25,7 @@ def on_head(session, task, python, source, tag, *args, timeout):
 
     def ask(node, cxn):
         result = cxn.run(command(python, "-c", source, *args), hide=True, warn=True, in_stream=False, timeout=timeout)
-        found = tagged(result.stdout, tag)
+        found = protocol.tagged(result.stdout, tag)
         if found is None:  # the program itself failed (no venv, no Ray): say how
             raise UnexpectedExit(result)
         return Outcome("ok", value=found)

@@ -29,9 +29,6 @@ SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
 # workspace directly inside one would have teardown --workspace delete them.
 SHARED_DIRS = {"/home", "/root", "/usr", "/etc", "/var", "/tmp", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev",
                "/proc", "/sys", "/run", "/usr/local", "/var/tmp"}
-STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
-              "tools", "tmux", "ray")
-
 
 class Problem(Exception):
     """What is wrong with one value (the key is added by `check`)."""
@@ -156,8 +153,11 @@ def absolute(value):
 
 
 def step_name(value):
-    if value not in STEP_NAMES:
-        raise Problem(f"not a step; steps are {', '.join(STEP_NAMES)}")
+    from . import manifest  # the steps the manifest declares, read only when step_timeouts is set
+
+    names = [s.name for s in manifest.steps() if s.apply]
+    if value not in names:
+        raise Problem(f"not a step; steps are {', '.join(names)}")
     return value
 
 

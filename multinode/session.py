@@ -96,6 +96,7 @@ class Session:
         self.interrupted = False
         self.remember = True  # False: this run writes nothing on the laptop (a dry run)
         self.touched = set()  # aliases of the nodes this run's tasks worked on (the summary counts these)
+        self.collection = None  # the run's tasks (set by the executor), which run_task finds by name
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -123,6 +124,16 @@ class Session:
         self.locks = {n.alias: threading.Lock() for n in nodes}
         self.report = Reporter(nodes)
         self.nodes = nodes
+
+    def run_task(self, c, name, **arguments):
+        """Run the task ``name`` of this run's collection: a task that composes others (setup)
+        names them, never imports them."""
+        return self.collection[name](c, **arguments)
+
+    def check_task(self, name, **arguments):
+        """Check ``arguments`` as the task ``name`` checks its own (`BadInput` when one is bad)."""
+        check = getattr(self.collection[name], "check_arguments", None)
+        return check(self, **arguments) if check else None
 
     @property
     def head(self):

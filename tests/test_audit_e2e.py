@@ -113,7 +113,7 @@ def teardown_proof(laptop, sb):
     sb.exec(1, "sh", "-c", f"printf '%s\\n' {SECRETS['HF_TOKEN']} >/var/tmp/root-only && chmod 600 /var/tmp/root-only")
     encoded = urllib.parse.quote(TOKEN, safe="")
     node_sh(sb, 1, f"printf '%s\\n' 'http://{TOKEN_USER}:{encoded}@198.18.0.2:8081' >~/.git-credentials")
-    node_sh(sb, 2, f"cp ~/.env /tmp/env-copy")  # the whole file, several values at once
+    node_sh(sb, 2, "cp ~/.env /tmp/env-copy")  # the whole file, several values at once
     sudoers = Path(sb.nodes[2]["root"]) / "etc/sudoers.d/90-ubuntu"
     sb.exec(2, "sh", "-c", "echo unreadable >/var/tmp/not-mine && chmod 600 /var/tmp/not-mine")
     saved = sudoers.read_text()

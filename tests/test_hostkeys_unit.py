@@ -3,8 +3,8 @@
 import paramiko
 from paramiko.hostkeys import HostKeys
 
-from multinode.connections import fingerprint
-from multinode.hostkeys import entry_line, update_known_hosts
+from multinode.sshfiles import fingerprint
+from multinode.sshfiles import entry_line, update_known_hosts
 
 
 
@@ -85,7 +85,7 @@ def test_fingerprint_matches_ssh_keygen(tmp_path):
 
 
 def test_head_ssh_finds_the_laptops_key_in_a_hashed_entry(tmp_path):
-    from multinode.headssh import verified_keys
+    from multinode.sshfiles import verified_keys
     from multinode.inventory import parse_hosts
 
     key, other, second = _key(), _key(), _key()
@@ -111,7 +111,7 @@ def test_head_ssh_finds_the_laptops_key_in_a_hashed_entry(tmp_path):
 
 
 def test_damaged_lines_are_skipped_by_every_reader(tmp_path):
-    from multinode.headssh import verified_keys
+    from multinode.sshfiles import verified_keys
     from multinode.inventory import parse_hosts
 
     key = _key()

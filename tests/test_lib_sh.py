@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 
-from multinode.bootstrap import node_script
+from multinode.nodescript import node_script
 from multinode.config import options
 from multinode.inventory import Node
 from multinode.render import render
@@ -99,10 +99,8 @@ def test_as_root_fails_clearly_without_root_or_sudo(tmp_path):
 def workspace_script(tmp_path, workspace):
     nodes = [Node(0, "rental0", "198.18.0.10", "198.19.0.10")]
     opts = options({"multinode": {"workspace": str(workspace), "repo": {"url": ""}, "tools": []}})
-    script = node_script(nodes[0], nodes, opts, [])
-    body = script[: script.index("run_step workspace")] + "run_step workspace 10\nexit \"$FAILED\"\n"
     path = tmp_path / "node.sh"
-    path.write_text(body)
+    path.write_text(node_script(nodes[0], nodes, opts, []))
     return path
 
 
@@ -116,7 +114,8 @@ def test_a_symlinked_workspace_is_used_as_it_is(tmp_path):
     script = workspace_script(tmp_path, tmp_path / "ws")
     outs = []
     for _ in range(2):
-        r = subprocess.run(["bash", str(script), str(tmp_path / "home/stage")], env=env, capture_output=True,
+        r = subprocess.run(["bash", str(script), str(tmp_path / "home/stage"), "--only", "workspace"], env=env,
+                           capture_output=True,
                            text=True, stdin=subprocess.DEVNULL, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         outs.append([re.sub(r" \[\d+\.\d+s\]$", "", ln) for ln in r.stdout.splitlines() if ln.startswith("STEP ")])
@@ -132,12 +131,11 @@ def test_a_step_reading_stdin_fails_at_once_and_a_slow_one_times_out(tmp_path):
         "tools": [{"name": "asks", "check": "false", "install": "read -r -p 'Continue? ' answer; echo got $answer"}],
     }})
     script = node_script(nodes[0], nodes, opts, [])
-    script = script[: script.index("run_step workspace")] + "run_step tools 2\nexit \"$FAILED\"\n"
     (tmp_path / "node.sh").write_text(script)
     (tmp_path / "home").mkdir()
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     # stdin left open and never written, as Fabric's channel was: the script closes it itself.
-    proc = subprocess.Popen(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage")], env=env,
+    proc = subprocess.Popen(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage"), "--only", "tools"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.wait(timeout=20) == 1
@@ -147,7 +145,7 @@ def test_a_step_reading_stdin_fails_at_once_and_a_slow_one_times_out(tmp_path):
     assert "STEP tools failed exit 1" in out, out
     slow = script.replace("read -r -p", "echo fetching the installer; sleep 30; read -r -p")
     (tmp_path / "node.sh").write_text(slow)
-    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage")], env=env,
+    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(tmp_path / "home/stage"), "--only", "tools"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert re.search(r"^STEP tools failed timed out after 2s \(multinode.step_timeouts.tools\); its last line: "
                      r"fetching the installer \[2\.\ds\]$", r.stdout, re.M), r.stdout
@@ -158,7 +156,6 @@ def test_uvs_error_reaches_the_log_and_the_step_line(tmp_path):
     opts = options({"multinode": {"workspace": str(tmp_path / "ws"), "repo": {"url": "git://h/proj.git"},
                                   "tools": []}})
     script = node_script(nodes[0], nodes, opts, [])
-    script = script[: script.index("run_step workspace")] + "run_step python 10\nexit \"$FAILED\"\n"
     (tmp_path / "node.sh").write_text(script)
     home = tmp_path / "home"
     (home / ".local/bin").mkdir(parents=True)
@@ -169,10 +166,11 @@ def test_uvs_error_reaches_the_log_and_the_step_line(tmp_path):
     venv.mkdir(parents=True)
     (venv / "python").symlink_to("/bin/true")
     (tmp_path / "ws/proj/requirements.txt").write_text("torch==99\n")
-    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(home / "stage")], env={**os.environ, "HOME": str(home)},
+    r = subprocess.run(["bash", str(tmp_path / "node.sh"), str(home / "stage"), "--only", "python"],
+                       env={**os.environ, "HOME": str(home)},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    assert "Resolved 3 packages\nerror: No solution found: torch==99 is unavailable\n" in r.stdout
+    assert "[python] Resolved 3 packages\n[python] error: No solution found: torch==99 is unavailable\n" in r.stdout
     assert re.search(r"^STEP python failed exit 1: error: No solution found: torch==99 is unavailable \[\d+\.\ds\]$",
                      r.stdout, re.M)
 

@@ -19,11 +19,12 @@ def test_heartbeat_lines_name_the_step_or_say_still_at_it():
     progress = Progress(Reporter(nodes, stream=out), "verify", interval=1, tty=False)
     for n in nodes:
         progress.start(n)
-    progress.line(nodes[1], "--- python")
-    progress.line(nodes[1], "Resolved 3 packages")
+    progress.line(nodes[1], "BEGIN python")
+    progress.line(nodes[1], "[python] Resolved 3 packages")
     for state in progress.nodes.values():
-        state.since -= 65
-        state.beat -= 2
+        for running in [state, *state.steps.values()]:
+            running.since -= 65
+            running.beat -= 2
     progress.heartbeat()
     assert out.getvalue().splitlines() == ["verify       rental0  still at it after 1m05s",
                                            "verify       rental1  still in step python after 1m05s: Resolved 3 packages"]
@@ -41,10 +42,10 @@ def test_the_last_output_is_the_running_steps_own():
     out = io.StringIO()
     progress = Progress(Reporter(nodes, stream=out), "bootstrap", interval=1, tty=False)
     progress.start(nodes[0])
-    progress.line(nodes[0], "--- python")
-    progress.line(nodes[0], "Resolved 3 packages")
+    progress.line(nodes[0], "BEGIN python")
+    progress.line(nodes[0], "[python] Resolved 3 packages")
     progress.line(nodes[0], "STEP python ok venv ready [1.0s]")
-    progress.line(nodes[0], "--- ray")
+    progress.line(nodes[0], "BEGIN ray")
 
     def shown():
         console = Console(file=io.StringIO(), width=200)
@@ -53,9 +54,33 @@ def test_the_last_output_is_the_running_steps_own():
 
     assert "Resolved 3 packages" not in shown() and " ray " in shown()
     state = progress.nodes["rental0"]
-    state.since -= 65
-    state.beat -= 2
+    state.steps["ray"].since -= 65
+    state.steps["ray"].beat -= 2
     progress.heartbeat()
     assert out.getvalue().splitlines() == ["bootstrap    rental0  still in step ray after 1m05s"]
-    progress.line(nodes[0], "starting the head")
+    progress.line(nodes[0], "[ray] starting the head")
     assert "starting the head" in shown()
+
+
+def test_steps_that_run_at_once_each_show_and_beat_with_their_own_lines():
+    from rich.console import Console
+
+    nodes = parse_hosts("198.18.0.10:198.19.0.10")
+    nodes[0].alias = "rental0"
+    out = io.StringIO()
+    progress = Progress(Reporter(nodes, stream=out), "bootstrap", interval=1, tty=False)
+    progress.start(nodes[0])
+    for line in ("BEGIN python", "BEGIN docker", "[python] Resolved 3 packages", "[docker] Get:1 http://deb",
+                 "[python] STEP python ok faked by a tool", "BEGIN tools"):
+        progress.line(nodes[0], line)
+    state = progress.nodes["rental0"]
+    assert state.step() == "python+docker+tools" and state.latest() == "STEP python ok faked by a tool"
+    progress.line(nodes[0], "STEP python ok venv ready [1.0s]")  # the runner's own line ends it
+    assert state.step() == "docker+tools" and state.latest() == "Get:1 http://deb"
+    console = Console(file=io.StringIO(), width=200)
+    console.print(progress.table())
+    assert "docker+tools" in console.file.getvalue() and "Resolved" not in console.file.getvalue()
+    state.steps["docker"].since -= 65
+    state.steps["docker"].beat -= 2
+    progress.heartbeat()
+    assert out.getvalue().splitlines() == ["bootstrap    rental0  still in step docker after 1m05s: Get:1 http://deb"]

@@ -8,7 +8,9 @@ import sys
 import pytest
 from jinja2 import UndefinedError
 
-from multinode.bootstrap import STEPS, node_script, parse_steps, repo_name
+from multinode import manifest
+from multinode.nodescript import node_script, parse_steps
+from multinode.paths import repo_name
 from multinode.config import DEFAULTS, options
 from multinode.inventory import BadInput, parse_hosts
 from multinode.render import quote, render, shell_args
@@ -16,6 +18,12 @@ from multinode.render import quote, render, shell_args
 
 def opts(**over):
     return options({"multinode": {**DEFAULTS, **over}})
+
+
+def rendered_steps(script):
+    """The steps a node script runs (its STEPS array), each after what it needs."""
+    line = next(ln for ln in script.splitlines() if ln.startswith("STEPS=("))
+    return line[len("STEPS=("):-1].split()
 
 
 def test_values_are_quoted_and_the_script_parses():
@@ -27,7 +35,7 @@ def test_values_are_quoted_and_the_script_parses():
     assert "GIT_NAME='O'\"'\"'Brien; rm -rf /'" in script
     assert "NID=1\n" in script and "IHN=false\n" in script and "RAY_HEAD_IP=198.19.0.10\n" in script
     assert "SINGLE_NODE=false\n" in script
-    assert [line.split()[1] for line in script.splitlines() if line.startswith("run_step ")] == STEPS
+    assert rendered_steps(script) == [s.name for s in manifest.applied(2)]
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     assert node_script(nodes[1], nodes, o, ["HF_TOKEN"]) == script  # same input, same bytes
 
@@ -52,7 +60,7 @@ def test_helpers():
     assert repo_name({"url": "x", "name": "mine"}) == "mine"
     out = "noise\nSTEP git ok Ada <a@b> [0.4s]\nSTEP docker failed exit 3 [12.0s]\nSTEP tools skipped [0.1s]\nSTEPS x\n"
     assert parse_steps(out) == [("git", "ok", "Ada <a@b>"), ("docker", "failed", "exit 3"), ("tools", "skipped", "")]
-    from multinode.bootstrap import step_times
+    from multinode.nodescript import step_times
     assert step_times(out) == {"git": 0.4, "docker": 12.0, "tools": 0.1}
 
 
@@ -89,7 +97,7 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
 
 
 def test_tmux_layout_windows_of_four_head_first():
-    from multinode.tmux import layout
+    from multinode.tasks.tmux import layout
 
     three = layout(parse_hosts(",".join(f"198.18.0.{10 + i}:198.19.0.{10 + i}" for i in range(3))))
     assert [(w["name"], [p["worker"] for p in w["panes"]]) for w in three] == [
@@ -102,12 +110,12 @@ def test_tmux_layout_windows_of_four_head_first():
 def test_single_node_script_has_no_cluster_steps():
     nodes = parse_hosts("198.18.0.10:198.19.0.10")
     script = node_script(nodes[0], nodes, opts(), [])
-    steps = [line.split()[1] for line in script.splitlines() if line.startswith("run_step ")]
+    steps = rendered_steps(script)
     assert "ray" not in steps and "nccl" not in steps and "network" not in steps and "tmux" in steps
 
 
 def test_verify_script_follows_the_config_and_parses():
-    from multinode.verify import verify_script
+    from multinode.checks import verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     o = opts(workspace="/data/ws", repo={"url": "git://h/proj.git", "branch": "main", "name": ""},
@@ -151,7 +159,7 @@ def test_step_timeouts_are_checked_and_rendered():
         opts(step_timeouts={"python": "soon"})
     nodes = parse_hosts("198.18.0.10:198.19.0.10")
     script = node_script(nodes[0], nodes, opts(step_timeout=120, step_timeouts={"python": 1800}), [])
-    assert "run_step python 1800\n" in script and "run_step workspace 120\n" in script
+    assert "[python]=1800 " in script and "[workspace]=120 " in script
 
 
 def test_the_node_script_never_writes_a_users_shell_file():
@@ -168,7 +176,7 @@ def test_the_node_script_never_writes_a_users_shell_file():
 
 
 def test_verify_knows_every_check_its_checklist_holds():
-    from multinode.verify import expected_checks, verify_script
+    from multinode.checks import expected_checks, verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     o = opts(git={"name": "a", "email": "a@b.example"}, dotfiles={"repo": "git://h/d.git"},
@@ -197,7 +205,7 @@ def test_credentials_in_repository_urls_are_split_off():
 
 def test_verify_reads_python_torch_and_nccl_from_the_venv_without_importing_torch(tmp_path):
     """The consistency facts: torch's version from torch/version.py, NCCL's from its wheel."""
-    from multinode.verify import verify_script
+    from multinode.checks import verify_script
 
     nodes = parse_hosts("198.18.0.10:198.19.0.10")
     o = opts(workspace=str(tmp_path), repo={"url": "git://h/proj.git", "branch": "main", "name": ""})

@@ -22,8 +22,8 @@ import pytest
 from multinode.config import DEFAULTS, options
 from multinode.inventory import Node, parse_hosts
 from multinode.render import command, render
-from multinode.raycluster import tagged
-from multinode.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan
+from multinode.protocol import tagged
+from multinode.tasks.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan
 
 NODES = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:198.19.0.12")
 FAKE_TORCH = Path(__file__).resolve().parent / "fake_torch/torch"
@@ -208,7 +208,7 @@ def test_bandwidth_as_nccl_tests_defines_it_and_tagged_lines():
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
 def test_all_pairs_rounds_meet_every_pair_once_with_each_node_once_a_round(n):
-    from multinode.bandwidth import rounds
+    from multinode.tasks.bandwidth import rounds
 
     found = rounds(list(range(1, n + 1)))
     assert len(found) == (n - 1 if n % 2 == 0 else n)

@@ -18,7 +18,8 @@ import pytest
 
 from multinode.config import DEFAULTS, options
 from multinode.inventory import Node
-from multinode.verify import CHECK_RE, verify_script
+from multinode.checks import verify_script
+from multinode.protocol import checks as check_lines
 
 # Loopback addresses, which the inventory refuses from users: built directly.
 NODES = [Node(0, "rental0", "198.18.0.10", "127.0.0.1"), Node(1, "rental1", "198.18.0.11", "127.0.0.2")]
@@ -47,8 +48,8 @@ def checklists(tmp_path, venv, path=None, check_port=22):
     results = []
     for run in runs:
         out = run.communicate(timeout=30)[0]
-        assert "CHECKLIST END" in out.splitlines()
-        checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        assert "END checklist" in out.splitlines()
+        checks = check_lines(out)
         pairs = dict(line.split(" ", 2)[1:] for line in out.splitlines() if line.startswith("PAIR "))
         results.append((checks, pairs))
     return results
@@ -62,7 +63,7 @@ def test_the_venvs_python_runs_the_probe(tmp_path):
 
 def test_without_the_venv_the_systems_python_probes(tmp_path):
     (node0, pairs0), (_, pairs1) = checklists(tmp_path, venv=False)
-    assert node0["venv-python"][0] == "fail" and "venv/bin/python does not run" in node0["venv-python"][1]
+    assert node0["venv-python"][0] == "failed" and "venv/bin/python does not run" in node0["venv-python"][1]
     assert pairs0 == {"127.0.0.2": "ok"} and pairs1 == {"127.0.0.1": "ok"}
 
 
@@ -92,7 +93,7 @@ def test_without_any_python_bash_probes_the_ssh_port(tmp_path):
         listeners.append(s)
         threading.Thread(target=accept_all, args=(s,), daemon=True).start()
     (node0, pairs0), (_, pairs1) = checklists(tmp_path, venv=False, path=str(bin_dir), check_port=port)
-    assert node0["venv-python"][0] == "fail"
+    assert node0["venv-python"][0] == "failed"
     assert pairs0 == {"127.0.0.2": "ok"} and pairs1 == {"127.0.0.1": "ok"}
     listeners[1].shutdown(socket.SHUT_RDWR)  # node 1's "sshd" is gone: node 0 says so
     (_, pairs0), _ = checklists(tmp_path / "again", venv=False, path=str(bin_dir), check_port=port)
@@ -149,7 +150,7 @@ def test_without_python_bash_names_a_failed_pair_in_words_too(netns, tmp_path):
     r = subprocess.run(["ip", "netns", "exec", netns, "env", f"HOME={tmp_path}", f"PATH={bin_dir}", "bash", "-c",
                         verify_script(nodes[0], nodes, o, AVAILABLE)], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=60)
-    assert "CHECKLIST END" in r.stdout.splitlines(), r.stdout + r.stderr
+    assert "END checklist" in r.stdout.splitlines(), r.stdout + r.stderr
     pairs = dict(line.split(" ", 2)[1:] for line in r.stdout.splitlines() if line.startswith("PAIR "))
     assert pairs == {"198.18.250.7": "no route", "198.18.251.7": "no route", "198.18.252.7": "no route",
                      "127.0.0.2": "refused"}, r.stdout

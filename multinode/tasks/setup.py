@@ -8,17 +8,9 @@ others finish; then each node's result and the commands to reach the cluster.
 
 from invoke import Collection, task
 
-from .bandwidth import bandwidth
-from .bootstrap import bootstrap, tail_lines, venv_bin
-from .headssh import head_ssh
-from .hostkeys import hostkeys, reinstalled_nodes
-from .notify import notify
-from .session import checks_arguments, session_of
-from .smoke import smoke
-from .report import columns
-from .tmux import SESSION, tmux
-from .users import detect_user
-from .verify import verify
+from ..paths import TMUX_SESSION, venv_bin
+from ..report import columns
+from ..session import checks_arguments, session_of
 
 
 def final_report(session, opts):
@@ -32,13 +24,14 @@ def final_report(session, opts):
     lines += ["", "Access", f"  ssh {head}"]
     if len(session.nodes) > 1 and opts["ray"]["enabled"]:
         lines.append(f"  ssh {head} '{venv_bin(opts, 'ray')} status'")
-    lines.append(f"  ssh -t {head} 'tmux attach -t {SESSION}'")
+    lines.append(f"  ssh -t {head} 'tmux attach -t {TMUX_SESSION}'")
     session.report.write("\n".join(lines))
 
 
 def setup_arguments(session, tail=None, reinstalled=None, **_):
-    tail_lines(session, tail)
-    reinstalled_nodes(session, reinstalled)
+    """Each composed task checks its own arguments."""
+    session.check_task("bootstrap", tail=tail)
+    session.check_task("hostkeys", reinstalled=reinstalled)
 
 
 @checks_arguments(setup_arguments)
@@ -48,17 +41,18 @@ def setup(c, tail=None, reinstalled=None):
     """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify (bandwidth, smoke if asked)."""
     session = session_of(c)
     opts = session.options
-    hostkeys(c, reinstalled=reinstalled)
-    detect_user(c)
-    bootstrap(c, tail=tail)
-    head_ssh(c)
-    verify(c)
-    tmux(c)
+    run = session.run_task  # the tasks of this run's collection, by name: composed, not imported
+    run(c, "hostkeys", reinstalled=reinstalled)
+    run(c, "detect-user")
+    run(c, "bootstrap", tail=tail)
+    run(c, "head-ssh")
+    run(c, "verify")
+    run(c, "tmux")
     if opts["setup"]["bandwidth"]:
-        bandwidth(c)
+        run(c, "bandwidth")
     if opts["setup"]["smoke"]:
-        smoke(c)
-    notify(c)
+        run(c, "smoke")
+    run(c, "notify")
     final_report(session, opts)
 
 

@@ -14,10 +14,11 @@ alone, not sharing a node's bandwidth with another), and prints the matrix.
 
 from invoke import Collection, task
 
-from .connections import NodeError
-from .render import command
-from .report import columns
-from .session import Outcome, checks_arguments, number_arg, session_of
+from .. import protocol
+from ..connections import NodeError
+from ..render import command
+from ..report import columns
+from ..session import Outcome, checks_arguments, number_arg, session_of
 
 # Run on every node: SECONDS PORT OWN_IP TARGET_IP PEER_IP; serves PEER_IP (the node that sends
 # to this one) alone, sends to TARGET_IP from OWN_IP, prints "BW <gbit/s>". A stranger that
@@ -91,10 +92,10 @@ def measure(session, targets, duration):
         target = targets[node.alias]
         out = cxn.run(command("python3", "-c", PROGRAM, duration, port, node.private, target.private,
                               peers[node.alias].private), hide=True, in_stream=False, timeout=duration + 30).stdout
-        line = next((ln for ln in out.splitlines() if ln.startswith("BW ")), None)
-        if line is None:
+        measured = protocol.said(out, "BW")
+        if not measured:
             raise NodeError(f"no measurement to {target.alias}")
-        return Outcome("ok", value=float(line.split()[1]))
+        return Outcome("ok", value=float(measured[-1]))
 
     senders = [n for n in session.alive() if n.alias in targets]
     got = session.each("bandwidth", send, quiet=True, only=senders)

@@ -1,28 +1,28 @@
-"""verify: the whole per-node checklist, one table, non-zero exit on any failure.
+"""The checklist: each node checks itself in one remote command; then the checks across nodes.
 
 Each node runs every check in one remote command (one round trip), from a
 rendered script that follows the config (workspace, repo, secrets, tools).
-A check is ✓, ✗ or – (not applicable); the reason of each ✗ is listed under
-the table. ``--json`` prints the results for scripts instead.
+A check is ok, failed or not applicable (✓ ✗ –); a node passes only when its
+checklist ran to its end and every check it holds reported. Across nodes:
+``consistent`` (what one job needs alike on every node, against the head)
+and ``pairs`` (every node reaches every other over the private network).
+verify shows the results; notify and setup use them.
 """
 
-import json as jsonlib
 import re
 import shutil
 import time
 
-from invoke import Collection, task
-
-from .bootstrap import repo_name
-from .staging import configured_secrets
-from .headssh import worker_name
+from . import manifest, protocol
+from .paths import repo_name, worker_name
+from .protocol import FAILED, OK, SKIPPED
 from .raycluster import RAY_MEMBERS
 from .render import command, render
 from .report import columns
-from .session import Outcome, session_of
+from .session import Outcome
+from .staging import configured_secrets
 
-CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
-# The checks a rendered checklist holds: each `t NAME`, `na NAME`, `res NAME ok|fail` in it.
+# The checks a rendered checklist holds: each `t NAME`, `na NAME`, `res NAME STATUS` in it.
 EXPECTED_RE = re.compile(r"(?:^|[\s;])(?:t|na|res) ([A-Za-z][\w:.@+-]*|'[^']*')(?=\s)", re.M)
 
 
@@ -30,8 +30,12 @@ def expected_checks(script):
     """The names of the checks ``script`` reports, in order."""
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
     names = [m.group(1).strip("'") for m in EXPECTED_RE.finditer(code)]
-    return list(dict.fromkeys(n for n in names if n not in ("ok", "fail", "na")))
-MARK = {"ok": "✓", "fail": "✗", "na": "–"}
+    return list(dict.fromkeys(n for n in names if n not in protocol.STATUSES))
+
+
+MARK = {OK: "✓", FAILED: "✗", SKIPPED: "–"}
+# verify --json keeps the words it has always printed for scripts.
+JSON_STATUS = {OK: "ok", FAILED: "fail", SKIPPED: "na"}
 
 
 def available_secrets(opts):
@@ -53,7 +57,8 @@ def verify_script(node, nodes, opts, available, failed=(), full=False):
         alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed],
         others=[n.private for n in nodes if n.alias not in failed and n.alias != node.alias], ray_head_ip=nodes[0].private,
-        privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, full=full, repo_name=repo_name(opts["repo"]), **available,
+        privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, full=full, repo_name=repo_name(opts["repo"]),
+        steps=manifest.names(), **available,
         **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu", "network")},
     )
 
@@ -69,19 +74,18 @@ def run_checks(session, opts, quiet=False, full=False):
         result = cxn.run(command("bash", "-c", script), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
         out = result.stdout
-        checks = {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, out.splitlines()) if m}
+        checks = protocol.checks(out)
         # A node passes only when its checklist ran to its end and every check it holds reported.
-        ended = "CHECKLIST END" in out.splitlines() and result.exited == 0
+        ended = protocol.ended(out, "checklist") and result.exited == 0
         why = "" if ended else f"the checklist stopped early (exit {result.exited})"
         for name in expected_checks(script):
             if name not in checks:
-                checks[name] = ("fail", f"no result: {why or 'it did not report'}")
+                checks[name] = (FAILED, f"no result: {why or 'it did not report'}")
         if not ended:
-            checks["checklist"] = ("fail", f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
+            checks["checklist"] = (FAILED, f"{why}: {(result.stderr.strip().splitlines() or [''])[-1]}".rstrip(": "))
         results[node.alias] = checks
-        facts[node.alias] = dict(line[5:].split(" ", 1) for line in out.splitlines()
-                                 if line.startswith("FACT ") and " " in line[5:])
-        reached[node.alias] = dict(line[5:].split(" ", 1) for line in out.splitlines() if line.startswith("PAIR "))
+        facts[node.alias] = protocol.fields(out, "FACT")
+        reached[node.alias] = protocol.fields(out, "PAIR")
         seconds[node.alias] = round(time.monotonic() - start, 3)  # the round trip, checklist included
         return Outcome("ok")
 
@@ -92,12 +96,12 @@ def run_checks(session, opts, quiet=False, full=False):
         if node.alias not in results:
             continue
         checks = results[node.alias]
-        failed = [name for name, (status, _) in checks.items() if status == "fail"]
+        failed = [name for name, (status, _) in checks.items() if status == FAILED]
         if failed:
             session.fail(node, "verify", f"{len(failed)} check(s) failed: {', '.join(failed)}")
         elif not quiet:
-            counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in ("ok", "na")}
-            session.report.line("verify", node, "ok", f"{counts['ok']} checks ok, {counts['na']} not applicable")
+            counts = {s: sum(1 for st, _ in checks.values() if st == s) for s in (OK, SKIPPED)}
+            session.report.line("verify", node, "ok", f"{counts[OK]} checks ok, {counts[SKIPPED]} not applicable")
     session.checks = results
     session.check_seconds = seconds
     session.facts = facts
@@ -114,12 +118,12 @@ def consistency(nodes, results, facts, ignore):
         if node.alias not in results:
             continue
         if len(facts) < 2:
-            results[node.alias]["consistent"] = ("na", "single node" if len(nodes) == 1 else "one node checked")
+            results[node.alias]["consistent"] = (SKIPPED, "single node" if len(nodes) == 1 else "one node checked")
             continue
         differ = [f"{name} {facts[node.alias].get(name, '?')} (head: {facts[head].get(name, '?')})"
                   for name in FACTS if name not in ignore and facts[node.alias].get(name) != facts[head].get(name)]
-        results[node.alias]["consistent"] = ("fail", "differs from the head: " + "; ".join(differ)) if differ \
-            else ("ok", "")
+        results[node.alias]["consistent"] = (FAILED, "differs from the head: " + "; ".join(differ)) if differ \
+            else (OK, "")
 
 
 def pair_checks(nodes, results, reached):
@@ -132,8 +136,8 @@ def pair_checks(nodes, results, reached):
         failed = [(by_private.get(ip, ip), ip, why) for ip, why in reached.get(node.alias, {}).items() if why != "ok"]
         for target, ip, why in failed:
             bad.append(f"{node.alias} -> {target} ({ip}): {why}")
-        results[node.alias]["pairs"] = ("fail", "; ".join(f"-> {t}: {w}" for t, _, w in failed)) if failed \
-            else ("ok", f"{len(reached.get(node.alias, {}))} peer(s)")
+        results[node.alias]["pairs"] = (FAILED, "; ".join(f"-> {t}: {w}" for t, _, w in failed)) if failed \
+            else (OK, f"{len(reached.get(node.alias, {}))} peer(s)")
     return bad
 
 
@@ -162,50 +166,15 @@ def table(nodes, results, width=None):
     if name_w + (col_w + 2) * len(aliases) <= width:
         lines.append(f"{'check':<{name_w}}  " + "  ".join(f"{a:^{col_w}}" for a in aliases))
         for name in names:
-            cells = [MARK[results[a].get(name, ("na", ""))[0]] for a in aliases]
+            cells = [MARK[results[a].get(name, (SKIPPED, ""))[0]] for a in aliases]
             lines.append((f"{name:<{name_w}}  " + "  ".join(f"{c:^{col_w}}" for c in cells)).rstrip())
     else:
         lines.append(f"{'node':<{col_w}}  ✓     ✗     –     failed")
         for a in aliases:
             st = [s for s, _ in results[a].values()]
-            failed = [n for n, (s, _) in results[a].items() if s == "fail"]
+            failed = [n for n, (s, _) in results[a].items() if s == FAILED]
             lines.append(f"{a:<{col_w}}  {st.count('ok'):<4}  {st.count('fail'):<4}  {st.count('na'):<4}  "
                          + ", ".join(failed))
     reasons = [f"  ✗ {a} {name}: {reason}" for a in aliases for name, (s, reason) in results[a].items()
-               if s == "fail"]
+               if s == FAILED]
     return "\n".join(lines + (["", "failures:"] + reasons if reasons else []))
-
-
-@task(help={"json": "print the results as JSON (for scripts) instead of the table",
-            "full": "have chezmoi compare the dotfiles even where none changed since setup's chezmoi verify"})
-def verify(c, json=False, full=False):
-    """Check every node against the full checklist; exit 1 on any failure."""
-    session = session_of(c)
-    opts = session.options
-    session.report.quiet = json  # stdout holds only the JSON
-    results = run_checks(session, opts, quiet=json, full=full)
-    if json:
-        print(jsonlib.dumps({
-            "ok": not session.failed,
-            "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
-                                "seconds": session.check_seconds.get(n.alias),
-                                "facts": session.facts.get(n.alias, {}),
-                                "failed": session.failed.get(n.alias, (None, None))[1],
-                                "checks": {k: {"status": s, "reason": r} for k, (s, r) in results.get(n.alias, {}).items()}}
-                      for n in session.nodes},
-        }, indent=2, ensure_ascii=False))
-        return
-    if results:
-        print()
-        print(table(session.nodes, results))
-        if session.pairs:
-            print("\nprivate network: unreachable pairs")
-            print("\n".join(f"  {pair}" for pair in session.pairs))
-        consistent = facts_table(session.nodes, session.facts, opts["consistency"]["ignore"])
-        if consistent:
-            print("\nconsistency (against the head)")
-            print(consistent)
-
-
-ns = Collection("verify")
-ns.add_task(verify)

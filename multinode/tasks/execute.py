@@ -9,8 +9,8 @@ named with its exit code.
 
 from invoke import task
 
-from .inventory import BadInput
-from .session import Outcome, checks_arguments, named_nodes, number_arg, session_of
+from ..inventory import BadInput
+from ..session import Outcome, checks_arguments, named_nodes, number_arg, session_of
 
 
 def chosen_nodes(session, nodes=None):

@@ -16,71 +16,12 @@ already hold its current key is left as it is.
 
 from invoke import Collection, task
 
-from .connections import HINT, NodeError, fetch_host_key, fingerprint, keys_of, known_host_entries, names_host
-from .inventory import BadInput
-from .localfiles import locked, read_text, write_atomic
-from .pins import key_text, shown
-from .session import Outcome, checks_arguments, named_nodes, session_of
-
-
-def entry_line(host, key):
-    return f"{host} {key.get_name()} {key.get_base64()}\n"
-
-
-def _hosts_named(fields, hosts):
-    """Which of ``hosts`` an entry line names (comments and @markers: none)."""
-    if len(fields) < 3 or fields[0].startswith(("#", "@")):
-        return set()
-    names = fields[0].split(",")
-    return {h for h in hosts for n in names if names_host(n, h)}
-
-
-def _current(lines, key):
-    """Whether known_hosts ``lines`` of one host record ``key`` and no other key of its type."""
-    recorded = [tuple(line.split()[1:3]) for line in lines]
-    same_type = {blob for kind, blob in recorded if kind == key.get_name()}
-    return same_type == {key.get_base64()}
-
-
-def update_known_hosts(text, keys):
-    """Map each host of ``keys`` ({host: key}) to that key alone.
-
-    Returns (new_text, {host: changed?}). A host whose entries hold its
-    current key, and no other key of that type, is not touched: the keys of
-    other types OpenSSH records beside ours after a plain ``ssh`` (its
-    UpdateHostKeys) are the same machine's. Others lose their old entries
-    (just their name, on a line shared with other hosts) and get one line at
-    the end.
-    """
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    entries = {host: [] for host in keys}
-    for line in lines:
-        for host in _hosts_named(line.split(), keys):
-            entries[host].append(line)
-    changed = {host: not _current(entries[host], key) for host, key in keys.items()}
-    stale = {host for host, c in changed.items() if c}
-    if not stale:
-        return text, changed
-    out = forget_hosts(lines, stale)
-    out.extend(entry_line(host, keys[host]) for host in keys if host in stale)
-    return "".join(out), changed
-
-
-def forget_hosts(lines, hosts):
-    """known_hosts ``lines`` without ``hosts``' entries (their names alone, where a line names others too)."""
-    out = []
-    for line in lines:
-        fields = line.split()
-        ours = _hosts_named(fields, hosts)
-        if not ours:
-            out.append(line)
-            continue
-        kept = [n for n in fields[0].split(",") if not any(names_host(n, h) for h in ours)]
-        if kept:  # a line shared with the user's other hosts keeps those names
-            out.append(line.replace(fields[0], ",".join(kept), 1))
-    return out
+from ..connections import HINT, NodeError, fetch_host_key
+from ..inventory import BadInput
+from ..localfiles import locked, read_text, write_atomic
+from ..pins import key_text, shown
+from ..session import Outcome, checks_arguments, named_nodes, session_of
+from ..sshfiles import fingerprint, forget_hosts, keys_of, known_host_entries, update_known_hosts
 
 
 def reinstalled_nodes(session, value):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from .inventory import BadInput
-from .session import checks_arguments, session_of
-from .verify import run_checks
+from ..inventory import BadInput
+from ..session import checks_arguments, session_of
+from ..checks import run_checks
 
 
 def message(session):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from invoke import task
 
-from .bootstrap import repo_name
-from .connections import NodeError, bounded_sftp
-from .inventory import BadInput
-from .render import command
-from .session import Outcome, checks_arguments, session_of
+from ..paths import repo_dir
+from ..connections import NodeError, bounded_sftp
+from ..inventory import BadInput
+from ..render import command
+from ..session import Outcome, checks_arguments, session_of
 
 
 def sync_arguments(session, source=None, dest=None, exclude=None, **_):
@@ -31,7 +31,7 @@ def sync_arguments(session, source=None, dest=None, exclude=None, **_):
     if not source or not Path(source).is_dir():
         raise BadInput(f"bad source {source!r}: not a local directory")
     local = Path(source).resolve()
-    repo = f"{opts['workspace']}/{repo_name(opts['repo'])}"
+    repo = repo_dir(opts)
     if dest is None:
         try:
             rel = local.relative_to(Path.cwd().resolve())

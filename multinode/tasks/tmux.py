@@ -10,12 +10,13 @@ that already matches the cluster, and what runs in it; a changed cluster or
 
 from invoke import Collection, task
 
-from .headssh import worker_name
-from .inventory import BadInput
-from .render import command, render
-from .session import Outcome, checks_arguments, session_of
+from ..paths import TMUX_SESSION as SESSION
+from ..paths import worker_name
+from .. import protocol
+from ..inventory import BadInput
+from ..render import command, render
+from ..session import Outcome, checks_arguments, session_of
 
-SESSION = "multinode"
 PER_WINDOW = 4
 
 
@@ -74,8 +75,8 @@ def tmux(c, nodes=None, rebuild=False):
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
-        made = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("WINDOW ")]
-        kept = "KEPT" in out.splitlines()
+        made = [window.split() for window in protocol.said(out, "WINDOW")]
+        kept = "KEPT" in out.splitlines()  # a tag without fields
         return Outcome("ok" if kept else "changed", ", ".join(f"{name} ({panes})" for name, panes in made)
                        + (f"; no pane for {', '.join(left_out)} (failed earlier)" if left_out and not kept else ""))
 

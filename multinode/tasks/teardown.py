@@ -25,18 +25,17 @@ from pathlib import Path
 
 from invoke import task
 
-from . import ledger
-from .bootstrap import repo_name
-from .connections import NodeError, bounded_sftp
-from .hostkeys import forget_hosts
-from .inventory import BadInput
-from .localfiles import drop_block, locked, read_text, write_atomic
-from .render import command, render
-from .session import Outcome, checks_arguments, session_of
-from .staging import cluster_key, git_tokens, private_dir, secret_values
-from .users import BLOCK
+from .. import ledger, protocol
+from ..connections import NodeError, bounded_sftp
+from ..inventory import BadInput
+from ..localfiles import drop_block, locked, read_text, write_atomic
+from ..paths import TEARDOWN_PLACE as PLACE
+from ..paths import repo_name
+from ..render import command, render
+from ..session import Outcome, checks_arguments, session_of
+from ..sshfiles import BLOCK, forget_hosts
+from ..staging import cluster_key, git_tokens, private_dir, secret_values
 
-PLACE = ".cache/multinode/teardown"
 def node_script(node, opts, workspace):
     """The teardown script of ``node``."""
     return render("teardown.sh.j2", alias=node.alias, workspace=opts["workspace"],
@@ -136,12 +135,10 @@ def teardown(c, yes=False, dry_run=False, workspace=False):
         script = node_script(node, opts, workspace)
         result = cxn.run(command("bash", "-c", script, "teardown", PLACE), hide=True, warn=True, in_stream=False,
                          timeout=opts["check_timeout"])
-        out = result.stdout.splitlines()
-        if "TEARDOWN END" not in out:
+        if not protocol.ended(result.stdout, "teardown"):
             raise NodeError(f"the teardown stopped early (exit {result.exited}): "
                             f"{(result.stderr.strip().splitlines() or [''])[-1]}")
-        said = {tag: [ln[len(tag) + 1:] for ln in out if ln.startswith(tag + " ")]
-                for tag in ("LEFT", "UNREADABLE", "ERROR", "WIPED", "SEARCHED")}
+        said = {tag: protocol.said(result.stdout, tag) for tag in ("LEFT", "UNREADABLE", "ERROR", "WIPED", "SEARCHED")}
         problems = said["ERROR"] + [f"{what}{listed(said[tag])}" for tag, what in (
             ("LEFT", "a secret value is still in "), ("UNREADABLE", "could not read: ")) if said[tag]]
         if problems:

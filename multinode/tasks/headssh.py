@@ -9,48 +9,13 @@ strict host key checking: a private address that leads to another machine
 (swapped addresses, say) fails there.
 """
 
-import re
-
 from invoke import Collection, task
 
-from .connections import fingerprint, keys_of, known_host_entries
-from .render import command, render
-from .session import Outcome, session_of
-
-LINE_RE = re.compile(r"^REACH (\S+) (ok|failed) ?(.*)$")
-# On the head: the workers' verified host keys, read by the worker aliases only,
-# and the aliases themselves, in a config file of ours (`ssh -F`).
-KNOWN_HOSTS = "multinode_known_hosts"
-SSH_CONFIG = "multinode_config"
-
-
-def worker_name(node):
-    return f"worker{node.nid}"
-
-
-def worker_ssh(node):
-    """The head's command line that reaches ``node`` with our settings alone."""
-    return f"ssh -F ~/.ssh/{SSH_CONFIG} {worker_name(node)}"
-
-
-# Host key types, best first: the head gets the keys of one type per worker (its
-# ssh then negotiates that type), so the types OpenSSH adds on the laptop after
-# a plain `ssh rentalK` change nothing on the head.
-KEY_TYPES = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"]
-
-
-def verified_keys(path, nodes):
-    """{alias: the laptop's known_hosts keys of that node, of its best type}, nodes without one left out."""
-    entries = known_host_entries(path)
-    keys = {}
-    for node in nodes:
-        found = keys_of(entries, node.address)
-        if found:
-            rank = {kind: i for i, kind in enumerate(KEY_TYPES)}
-            best = min((k.get_name() for k in found), key=lambda kind: rank.get(kind, len(rank)))
-            keys[node.alias] = [k for k in found if k.get_name() == best]
-    return keys
-
+from .. import protocol
+from ..paths import HEAD_KNOWN_HOSTS, HEAD_SSH_CONFIG, worker_name
+from ..render import command, render
+from ..session import Outcome, session_of
+from ..sshfiles import fingerprint, verified_keys
 
 @task(name="head-ssh")
 def head_ssh(c):
@@ -73,8 +38,8 @@ def head_ssh(c):
     workers = [w for w in workers if w.alias not in session.failed]
     if not workers:
         return
-    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, known_hosts=KNOWN_HOSTS,
-                    ssh_config=SSH_CONFIG,
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, known_hosts=HEAD_KNOWN_HOSTS,
+                    ssh_config=HEAD_SSH_CONFIG,
                     kex=session.options["head_ssh"]["kex_algorithms"], workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
          "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers
@@ -83,10 +48,9 @@ def head_ssh(c):
     def run(node, cxn):
         out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
                       timeout=session.options["check_timeout"]).stdout
-        said = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.startswith(("CHANGED ", "PLAIN ")))
-        changed, plain = said.get("CHANGED", "none"), said.get("PLAIN", "none")
-        where = f"~/.ssh/{SSH_CONFIG}" + (f" (plain `ssh workerK` through {plain})" if plain != "none" else
-                                          f" (no root: `ssh -F ~/.ssh/{SSH_CONFIG} workerK`)")
+        changed, plain = (next(iter(protocol.said(out, tag)), "none") for tag in ("WROTE", "PLAIN"))
+        where = f"~/.ssh/{HEAD_SSH_CONFIG}" + (f" (plain `ssh workerK` through {plain})" if plain != "none" else
+                                          f" (no root: `ssh -F ~/.ssh/{HEAD_SSH_CONFIG} workerK`)")
         return Outcome("ok" if changed == "none" else "changed", value=out,
                        detail=f"{'..'.join(dict.fromkeys([worker_name(workers[0]), worker_name(workers[-1])]))} in {where}"
                        + ("" if changed == "none" else f"; wrote{changed}"))
@@ -95,7 +59,8 @@ def head_ssh(c):
     if head.alias not in found:
         return
     by_alias = {w.alias: w for w in workers}
-    for alias, status, detail in (m.groups() for m in map(LINE_RE.match, found[head.alias].value.splitlines()) if m):
+    for reached in protocol.said(found[head.alias].value, "REACH"):
+        alias, status, detail = (reached.split(" ", 2) + [""])[:3]
         node = by_alias[alias]
         hop = f"{head.alias} -> {worker_name(node)} ({node.private})"
         if status == "ok":

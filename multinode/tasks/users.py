@@ -8,40 +8,10 @@ top-level options still apply to every host, as before.
 
 from invoke import Collection, task
 
-from .config import split_users
-from .inventory import DEFAULT_PORT, BadInput
-from .localfiles import locked, read_text, replace_block, write_atomic
-from .session import Outcome, checks_arguments, session_of
-
-BLOCK = "multinode"
-
-
-def _arg(value):
-    value = str(value)
-    return f'"{value}"' if any(ch.isspace() for ch in value) else value
-
-
-def ssh_config_block(nodes, identity):
-    """The ``Host rentalN`` entries for ``nodes``."""
-    lines = []
-    for node in nodes:
-        lines.append(f"Host {node.alias}")
-        lines.append(f"    HostName {node.public}")
-        if node.user:
-            lines.append(f"    User {node.user}")
-        if node.port != DEFAULT_PORT:
-            lines.append(f"    Port {node.port}")
-        lines.append(f"    IdentityFile {_arg(identity)}")
-        lines.append("    IdentitiesOnly yes")
-    lines.append("Host *")
-    return "\n".join(lines)
-
-
-def write_ssh_config(path, nodes, identity):
-    """Put our block into ``path``; return True when the file changed."""
-    with locked(path):
-        text = replace_block(read_text(path), BLOCK, ssh_config_block(nodes, identity))
-        return write_atomic(path, text, mode=0o600)
+from ..config import split_users
+from ..inventory import BadInput
+from ..session import Outcome, checks_arguments, session_of
+from ..sshfiles import write_ssh_config
 
 
 def user_list(session, users=None, **_):

@@ -27,11 +27,12 @@ needs nothing in the venv but torch (Ray Train would add its own dependencies).
 
 from invoke import Collection, task
 
-from .bootstrap import venv_bin
-from .connections import NodeError
-from .raycluster import on_head, tagged
-from .render import command, program, render
-from .session import Outcome, checks_arguments, number_arg, session_of
+from ..paths import venv_bin, venv_dir
+from .. import protocol
+from ..connections import NodeError
+from ..raycluster import on_head
+from ..render import command, program, render
+from ..session import Outcome, checks_arguments, number_arg, session_of
 
 
 def size_arg(session, size_mb=None, **_):
@@ -112,11 +113,6 @@ def torch_plan(probes):
     return ("nccl", usual, problems) if usual else ("gloo", 1, problems)
 
 
-def venv_dir(opts):
-    """The workspace venv on a node."""
-    return venv_bin(opts, "python").rsplit("/bin/", 1)[0]
-
-
 def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
     """The command that starts node ``rank``'s part of the all-reduce (its ``nproc`` ranks)."""
     venv = venv_dir(opts)
@@ -132,8 +128,8 @@ def torch_part(session, opts, size_mb, timeout):
 
     def ask(node, cxn):
         out = cxn.run(probe, hide=True, in_stream=False, timeout=opts["check_timeout"]).stdout
-        fields = dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln)
-        return Outcome("ok", value=(fields.get("TORCH", "none"), int(fields.get("GPUS", "0") or 0)))
+        torch, gpus = (next(iter(protocol.said(out, tag)), default) for tag, default in (("TORCH", "none"), ("GPUS", "0")))
+        return Outcome("ok", value=(torch, int(gpus or 0)))
 
     probes = {a: o.value for a, o in session.each("smoke-torch", ask, quiet=True).items()}
     if not probes:
@@ -151,13 +147,13 @@ def torch_part(session, opts, size_mb, timeout):
     def run(node, cxn):
         cmd = launch_command(opts, nodes, nodes.index(node), nproc, backend, size_mb, timeout)
         result = cxn.run(cmd, hide=True, warn=True, in_stream=False, timeout=timeout + 30)
-        errors = [ln.split(" ", 1)[1] for ln in result.stdout.splitlines() if ln.startswith("SMOKE_ERROR ")]
-        mine = tagged(result.stdout, "SMOKE_NODE")
+        errors = protocol.said(result.stdout, "SMOKE_ERROR")
+        mine = protocol.tagged(result.stdout, "SMOKE_NODE")
         if result.exited or mine is None:
             last = (result.stderr.strip().splitlines() or [f"the launcher exited {result.exited}"])[-1]
             raise NodeError(errors[0] if errors else last)
         detail = f"{mine['ranks']} rank(s) on {mine['device']} ({mine['backend']}), all-reduce correct"
-        return Outcome("ok", detail, value=tagged(result.stdout, "SMOKE"))
+        return Outcome("ok", detail, value=protocol.tagged(result.stdout, "SMOKE"))
 
     done = session.each("smoke-torch", run, only=nodes)
     summary = next((o.value for o in done.values() if o.value), None)

@@ -1,0 +1,101 @@
+"""What nodes say back: multinode's line protocol, one place for its tags, statuses and parsing.
+
+A protocol line is a TAG in capitals, then its fields, separated by spaces;
+the last field may hold spaces (a detail, a reason) or JSON. Templates print
+them through one shell helper, ``say TAG FIELD...`` (templates/facts.sh.j2);
+the programs nodes run (``verify_probe.py``, ``ray_members.py``, ``smoke_*.py``,
+bandwidth's) print them the same way. Any other line is output: shown or
+logged, never parsed. In a node script's stream a step's output is tagged
+with its step, ``[python] Resolved 3 packages``, so that no tool's output can
+pass for a protocol line.
+
+One status vocabulary for what a node reports of itself: ok, changed,
+skipped, failed. A check is ok, failed or skipped (not applicable: shown –).
+"""
+
+import json
+import re
+
+OK, CHANGED, SKIPPED, FAILED = "ok", "changed", "skipped", "failed"
+STATUSES = (OK, CHANGED, SKIPPED, FAILED)
+
+# Every tag, what its fields are, and who says it.
+TAGS = {
+    "BEGIN": "BEGIN STEP: a step of the node script starts (node.sh)",
+    "STEP": "STEP NAME STATUS DETAIL [SECONDSs]: how a step went, its duration as the node measured it (node.sh)",
+    "CHECK": "CHECK NAME ok|failed|skipped REASON: one check of verify's checklist (verify.sh, steps/*)",
+    "FACT": "FACT NAME VALUE: what one job needs alike on every node (steps/gpu)",
+    "PYTHON": "PYTHON venv|system VERSION: which Python ran verify's probe (verify_probe.py)",
+    "PAIR": "PAIR PRIVATE_IP ok|refused|no route|timeout|...: one pair probe (verify_probe.py, verify.sh)",
+    "END": "END checklist|teardown: the script ran to its end (verify.sh, teardown.sh)",
+    "REACH": "REACH ALIAS ok|failed DETAIL: the head reached a worker by its alias (head_ssh.sh)",
+    "WROTE": "WROTE FILE...|none: the files head-ssh changed (head_ssh.sh)",
+    "PLAIN": "PLAIN DROP-IN|none: where a plain `ssh workerK` finds the aliases (head_ssh.sh)",
+    "WINDOW": "WINDOW NAME PANES: a window of the tmux session (tmux.sh)",
+    "KEPT": "KEPT: the tmux session already held the cluster, kept as it is (tmux.sh)",
+    "WIPED": "WIPED WHAT: teardown took it away (teardown.sh)",
+    "LEFT": "LEFT FILE: a file still holding a secret value (teardown.sh)",
+    "UNREADABLE": "UNREADABLE PATH: a path teardown's search could not read (teardown.sh)",
+    "ERROR": "ERROR WHAT: something teardown could not do (teardown.sh)",
+    "SEARCHED": "SEARCHED ROOTS...: where teardown searched (teardown.sh)",
+    "BW": "BW GBITS: a link's throughput (bandwidth's program)",
+    "TORCH": "TORCH VERSION|none: the torch of the workspace venv (smoke.sh)",
+    "GPUS": "GPUS COUNT: the GPUs nvidia-smi lists (smoke.sh)",
+    "SMOKE": "SMOKE {json}: the all-reduce's result, from rank 0 (smoke_torch.py)",
+    "SMOKE_NODE": "SMOKE_NODE {json}: one node's part of the all-reduce (smoke_torch.py)",
+    "SMOKE_ERROR": "SMOKE_ERROR REASON: a rank that failed (smoke_torch.py, smoke.sh)",
+    "SMOKE_RAY": "SMOKE_RAY {json}: each node's Ray task (smoke_ray.py)",
+    "RAY_MEMBERS": "RAY_MEMBERS [addresses]: the nodes Ray on the head lists alive (ray_members.py)",
+}
+
+# STEP <name> <status> <detail> [<seconds>s]: the duration as the node measured it.
+STEP_RE = re.compile(r"^STEP (\S+) (ok|changed|skipped|failed)\b ?(.*?) ?(?:\[(\d+(?:\.\d+)?)s\])?$")
+CHECK_RE = re.compile(r"^CHECK (\S+) (ok|failed|skipped) ?(.*)$")
+OUTPUT_RE = re.compile(r"^\[([\w.-]+)\] (.*)$")
+
+
+def said(output, tag):
+    """The rest of every line of ``output`` tagged ``tag``, in order."""
+    start = tag + " "
+    return [line[len(start):] for line in output.splitlines() if line.startswith(start)]
+
+
+def fields(output, tag):
+    """{first field: the rest} of every ``tag`` line (the last one wins)."""
+    return dict(rest.split(" ", 1) for rest in said(output, tag) if " " in rest)
+
+
+def ended(output, what):
+    """Whether ``output`` holds ``END what``: the script that says it ran to its end."""
+    return f"END {what}" in output.splitlines()
+
+
+def tagged(output, tag):
+    """The JSON after ``TAG `` on the last such line of ``output``, or None."""
+    found = said(output, tag)
+    return json.loads(found[-1]) if found else None
+
+
+def steps(output):
+    """[(name, status, detail, seconds or None)] of the STEP lines of ``output``."""
+    found = []
+    for m in map(STEP_RE.match, output.splitlines()):
+        if m:
+            found.append((m.group(1), m.group(2), m.group(3), float(m.group(4)) if m.group(4) else None))
+    return found
+
+
+def checks(output):
+    """{name: (status, reason)} of the CHECK lines of ``output``."""
+    return {m.group(1): (m.group(2), m.group(3)) for m in map(CHECK_RE.match, output.splitlines()) if m}
+
+
+def step_output(line):
+    """(step, text) of a tagged output line of a node script, or None."""
+    m = OUTPUT_RE.match(line)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def begun(line):
+    """The step a ``BEGIN`` line starts, or None."""
+    return line[6:].strip() if line.startswith("BEGIN ") else None
