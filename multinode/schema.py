@@ -31,6 +31,8 @@ SHARED_DIRS = {"/home", "/root", "/usr", "/etc", "/var", "/tmp", "/bin", "/sbin"
                "/proc", "/sys", "/run", "/usr/local", "/var/tmp"}
 STEP_NAMES = ("workspace", "python", "credentials", "dotfiles", "ssh", "git", "docker", "hosts", "network", "nccl",
               "tools", "tmux", "ray")
+# What verify's `consistent` compares across nodes (consistency.ignore names some).
+FACTS = ("gpu", "driver", "cuda", "python", "torch", "packages")
 
 
 class Problem(Exception):
@@ -198,8 +200,7 @@ SCHEMA = {
     "smoke": {"port": PORT, "size_mb": number(0.001, 16384), "iters": integer(1, 10_000), "timeout": integer(5, 3600)},
     "setup": {"bandwidth": boolean, "smoke": boolean},
     "sync": {"exclude": list_of(line)},
-    "consistency": {"ignore": list_of(pattern(re.compile("gpu|driver|cuda|python|torch|packages"),
-                                              "one of gpu, driver, cuda, python, torch, packages"))},
+    "consistency": {"ignore": list_of(pattern(re.compile("|".join(FACTS)), f"one of {', '.join(FACTS)}"))},
     "script_timeout": SECONDS,
     "check_timeout": SECONDS,
     "step_timeout": SECONDS,

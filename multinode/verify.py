@@ -19,6 +19,7 @@ from .headssh import worker_name
 from .raycluster import RAY_MEMBERS
 from .render import command, render
 from .report import columns
+from .schema import FACTS
 from .session import Outcome, session_of
 
 CHECK_RE = re.compile(r"^CHECK (\S+) (ok|fail|na) ?(.*)$")
@@ -102,9 +103,6 @@ def run_checks(session, opts, quiet=False, full=False):
     session.check_seconds = seconds
     session.facts = facts
     return results
-
-
-FACTS = ("gpu", "driver", "cuda", "python", "torch", "packages")
 
 
 def consistency(nodes, results, facts, ignore):
