@@ -19,6 +19,7 @@ from .protocol import FAILED, OK, SKIPPED
 from .raycluster import RAY_MEMBERS
 from .render import command, render
 from .report import columns
+from .schema import FACTS
 from .session import Outcome
 from .staging import configured_secrets
 
@@ -106,9 +107,6 @@ def run_checks(session, opts, quiet=False, full=False):
     session.check_seconds = seconds
     session.facts = facts
     return results
-
-
-FACTS = ("gpu", "driver", "cuda", "python", "torch", "packages")
 
 
 def consistency(nodes, results, facts, ignore):

@@ -1,108 +1,165 @@
-"""Configuration: every default in one dict, read under the ``multinode`` key.
+"""Configuration: every key of the ``multinode`` config declared once, in `KEYS`.
+
+Each key has its check, its default and what it means; `DEFAULTS` (what Invoke
+is configured with), `SCHEMA` (what `schema.check` walks) and README's
+Configuration table (`config_table`: ``python -m multinode.config --table``)
+are derived from it.
 
 Override in ``~/.fabric.yaml``, ``/etc/fabric.yaml`` or a project
 ``fabric.yaml`` (``multinode: {users: [ubuntu, root]}``); CLI flags win.
 """
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Callable, NamedTuple
 
 from . import schema
 from .inventory import USER_RE, BadInput, state_path
+from .schema import (ALIAS, BRANCH, ENV_NAME, ENV_NAME_OR_EMPTY, FACT, FACTS, KEX, PORT, REPO_NAME, SECONDS, TOOL, URL,
+                     USER, absolute, boolean, dict_of, integer, line, list_of, not_option, number, step_name, text,
+                     workspace)
 
 
-DEFAULTS = {
-    # Login users tried in order by detect-user (an explicit USER@ wins); root last:
-    # RunPod and Vast.ai containers log in as root.
-    "users": ["ubuntu", "user", "root"],
-    # The laptop's private key used to log in to the nodes.
-    "identity": "~/.ssh/id_ed25519",
-    # Aliases: rental0 (the head), rental1, ...
-    "alias_prefix": "rental",
-    # Nodes worked on at once.
-    "workers": 32,
-    # Seconds to wait for a node's TCP connect, SSH banner and authentication.
-    "connect_timeout": 10,
-    "known_hosts": "~/.ssh/known_hosts",
-    "ssh_config": "~/.ssh/config",
-    # Where the cluster is remembered; empty: $XDG_CONFIG_HOME/multinode/cluster.json.
-    # The cluster's own SSH key pair is kept beside it (cluster_key).
-    "state": "",
-    # --- bootstrap ---
-    "workspace": "/workspace",
-    # The workspace repository: cloned into <workspace>/<name> (name: from the URL).
-    "repo": {"url": "", "branch": "main", "name": ""},
-    # The venv at <repo>/venv: interpreter for `uv venv --python`, package sources.
-    "python": {"version": "python3", "index_url": "", "find_links": "", "no_index": False, "downloads": True},
-    # Secrets, read on the laptop from a file named in `files` or else the
-    # environment variable of the same name. `env` names go to ~/.env.
-    "secrets": {"env": ["ANTHROPIC_API_KEY"], "files": {}, "wandb": "WANDB_API_KEY", "huggingface": "HF_TOKEN"},
-    # chezmoi dotfiles; age_key is the laptop's age identity, sent as ~/key.txt.
-    # overwrite: a dotfile changed on a node since chezmoi wrote it is replaced
-    # (chezmoi apply --force) instead of failing the dotfiles step.
-    "dotfiles": {"repo": "", "age_key": "~/key.txt", "overwrite": False},
-    # Global git identity on the nodes (no personal default).
-    "git": {"name": "", "email": ""},
-    # Shell commands that install a missing tool (run as the login user).
-    "installers": {
-        "uv": "curl -LsSf https://astral.sh/uv/install.sh | env UV_NO_MODIFY_PATH=1 sh",
-        "chezmoi": 'sh -c "$(curl -fsLS get.chezmoi.io)" -- -b "$HOME/.local/bin"',
-        # as_root: directly as root, else through `sudo -n` (never a password prompt).
-        "age": "as_root apt-get install -y -q age",
-        "docker": "curl -fsSL https://get.docker.com | as_root sh",
-    },
-    # Docker: installed when missing, except in a container (no systemd to run its
-    # daemon), where the docker step is skipped unless required.
-    "docker": {"required": False},
-    # Extra tools: each installed (install) when its check fails.
-    "tools": [
-        {"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"},
-    ],
-    # Multi-node only: every node must reach its peers' private address on this port first.
-    # verify's pair probes: each node listens on probe_port a few seconds while its peers connect.
-    # bandwidth: each node serves on bandwidth_port; a link below min_gbits (0: no floor) fails.
-    "network": {"check_port": 22, "timeout": 5, "probe_port": 40099, "bandwidth_port": 40100, "min_gbits": 0},
-    # NCCL/Gloo: the interface is the one carrying the private address; HCAs from sysfs.
-    "nccl": {"sysfs_root": "/sys"},
-    # Ray (from the workspace venv), in tmux session `ray`; `wait`: seconds for it to join.
-    # start_flags go to every `ray start`, head_flags to the head's only;
-    # enabled: false leaves Ray out (the ray step is skipped).
-    "ray": {"enabled": True, "port": 6379, "start_flags": "", "head_flags": "--include-dashboard=false", "wait": 120},
-    # head-ssh: KexAlgorithms of the head's workerK aliases (every tmux pane and proof is one
-    # connection). curve25519 is what the laptop's own connections (paramiko) use; OpenSSH's
-    # default post-quantum sntrup761 costs the head about 8x the CPU per connection.
-    # Empty: OpenSSH's default.
-    "head_ssh": {"kex_algorithms": "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256"},
-    # GPUs each node must have: count (0: none expected, no GPU row fails) and a model
-    # name part ("H100"); verify shows what nvidia-smi reports either way.
-    "gpu": {"count": 0, "model": ""},
-    # Facts that must match across nodes (gpu, driver, cuda, python, torch, packages):
-    # those listed here may differ.
-    "consistency": {"ignore": []},
-    # smoke: the all-reduce's rendezvous port on the head (rank 0 serves it on the head's private address alone),
-    # MiB each rank all-reduces, timed all-reduces, and seconds each part may take.
-    "smoke": {"port": 29500, "size_mb": 64, "iters": 10, "timeout": 300},
-    # sync: names (or paths) never pushed; --exclude adds to them.
-    "sync": {"exclude": [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]},
-    # What setup runs besides its own tasks: the bandwidth ring and the smoke test
-    # (off: each takes the network or the GPUs for a while).
-    "setup": {"bandwidth": False, "smoke": False},
-    # notify: apprise URLs (ntfy://, slack://, json://, mailto://, ...); desktop where possible.
-    "notify": {"urls": [], "desktop": True},
-    # Seconds a node's bootstrap script may run before the node is failed (a hang
-    # costs rented hours); checks (verify, head-ssh, tmux) get check_timeout.
-    "script_timeout": 3600,
-    "check_timeout": 300,
-    # Seconds each bootstrap step may run (step_timeouts: {python: 1800} for one step).
-    "step_timeout": 900,
-    "step_timeouts": {},
-    # Without a terminal: a line per node for every this many seconds a step runs.
-    "progress_interval": 30,
-    # Local per-node logs: <log_dir>/setup_<alias>.log (0600); lines shown per node.
-    # Empty: $XDG_STATE_HOME/multinode/logs (~/.local/state/multinode/logs, 0700).
-    "log_dir": "",
-    "tail": 100,
-}
+class Key(NamedTuple):
+    """One config key: its dotted name, the check its value must pass, its default, what it means
+    (Markdown, one line) and, where the default is too long for README's table, what the table shows."""
+    name: str
+    check: Callable
+    default: Any
+    doc: str
+    shown: str = ""
+
+
+KEYS = (
+    Key("users", list_of(USER, nonempty=True), ["ubuntu", "user", "root"],
+        "login users detect-user tries, in order (an explicit `USER@` wins; root last: RunPod and Vast.ai "
+        "containers)"),
+    Key("identity", line, "~/.ssh/id_ed25519", "your key for the nodes (`fab -i` wins)"),
+    Key("alias_prefix", ALIAS, "rental", "aliases `rental0` (head), `rental1`, ..."),
+    Key("workers", integer(1, 1024), 32, "nodes worked on at once"),
+    Key("connect_timeout", integer(1, 600), 10, "seconds for TCP connect, SSH banner and login (`fab -t` wins)"),
+    Key("known_hosts", line, "~/.ssh/known_hosts", "where `hostkeys` records the nodes' keys, which logins check"),
+    Key("ssh_config", line, "~/.ssh/config", "where detect-user writes the `rentalN` aliases"),
+    Key("state", line, "", "where the cluster is remembered; empty: `$XDG_CONFIG_HOME/multinode/cluster.json` (its "
+        "own key pair `cluster_key`, fresh for each cluster, lives beside it)"),
+    Key("workspace", workspace, "/workspace", "the workspace directory on each node: a directory of its own (not a "
+        "system directory nor directly inside `/home`, `/root`, `/usr`, `/etc`, `/var`, `/tmp`, ...), normalized"),
+    Key("repo.url", URL, "", "the workspace repository, cloned into `<workspace>/<name>`"),
+    Key("repo.branch", BRANCH, "main", "its branch"),
+    Key("repo.name", REPO_NAME, "", "its directory's name; empty: from the URL"),
+    Key("python.version", not_option, "python3", "interpreter for `uv venv --python` (the venv: `<repo>/venv`)"),
+    Key("python.index_url", URL, "", "uv's package index (`--index-url`)"),
+    Key("python.find_links", URL, "", "where else uv finds packages (`--find-links`)"),
+    Key("python.no_index", boolean, False, "uv uses no package index (`--no-index`)"),
+    Key("python.downloads", boolean, True, "let uv download a Python it cannot find"),
+    Key("secrets.env", list_of(ENV_NAME), ["ANTHROPIC_API_KEY"], "names written to `~/.env`"),
+    Key("secrets.files", dict_of(ENV_NAME, line), {},
+        "`NAME: path` on the laptop (else the environment variable `NAME`)"),
+    Key("secrets.wandb", ENV_NAME_OR_EMPTY, "WANDB_API_KEY", "name of the wandb key (to `~/.netrc`)"),
+    Key("secrets.huggingface", ENV_NAME_OR_EMPTY, "HF_TOKEN",
+        "name of the Hugging Face token (to `~/.cache/huggingface/token`)"),
+    Key("dotfiles.repo", URL, "", "chezmoi source repository"),
+    Key("dotfiles.age_key", line, "~/key.txt", "your age identity on the laptop (sent as `~/key.txt`)"),
+    Key("dotfiles.overwrite", boolean, False, "overwrite a dotfile changed on a node since chezmoi wrote it "
+        "(`chezmoi apply --force`) instead of failing the dotfiles step"),
+    Key("git.name", line, "", "global git user name on the nodes"),
+    Key("git.email", line, "", "global git email on the nodes"),
+    Key("installers.uv", text, "curl -LsSf https://astral.sh/uv/install.sh | env UV_NO_MODIFY_PATH=1 sh",
+        "shell command that installs a missing uv (as the login user, stdin closed)", "astral.sh's install script"),
+    Key("installers.chezmoi", text, 'sh -c "$(curl -fsLS get.chezmoi.io)" -- -b "$HOME/.local/bin"',
+        "the same for chezmoi", "get.chezmoi.io's install script"),
+    Key("installers.age", text, "as_root apt-get install -y -q age",
+        "the same for age (`as_root CMD` runs CMD as root directly or through `sudo -n`, never a password prompt)",
+        "`as_root apt-get install -y -q age`"),
+    Key("installers.docker", text, "curl -fsSL https://get.docker.com | as_root sh", "the same for Docker",
+        "get.docker.com's install script"),
+    Key("docker.required", boolean, False,
+        "install Docker even where no systemd could run its daemon (a container, where the docker step is skipped)"),
+    Key("tools", list_of(TOOL),
+        [{"name": "claude", "check": "command -v claude", "install": "curl -fsSL https://claude.ai/install.sh | bash"}],
+        "extra tools, `{name, check, install}`: each installed when its check fails", "Claude Code's CLI"),
+    Key("network.check_port", PORT, 22, "the port of each peer's private address the network step tries (multi-node)"),
+    Key("network.timeout", integer(1, 600), 5, "seconds it tries"),
+    Key("network.probe_port", PORT, 40099,
+        "verify's pair probes: each node listens there for a few seconds while every other node connects"),
+    Key("network.bandwidth_port", PORT, 40100, "the bandwidth task's port"),
+    Key("network.min_gbits", number(0, 10_000), 0, "Gbit/s under which a link fails the bandwidth task (0: no floor)"),
+    Key("nccl.sysfs_root", absolute, "/sys", "where InfiniBand devices are looked up (a test gives a fake tree)"),
+    Key("head_ssh.kex_algorithms", KEX, "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
+        "key exchange of the head's `workerK` aliases: the one the laptop's own connections use (paramiko has no "
+        "post-quantum exchange); OpenSSH's default sntrup761 costs the head about 8x the CPU per connection (one per "
+        "worker in head-ssh, one per tmux pane). Names the head's ssh does not know are left out. `\"\"`: OpenSSH's "
+        "default"),
+    Key("ray.enabled", boolean, True, "`false` leaves Ray out (the ray step is skipped)"),
+    Key("ray.port", PORT, 6379, "the head's GCS port"),
+    Key("ray.start_flags", line, "", "extra flags of every node's `ray start`"),
+    Key("ray.head_flags", line, "--include-dashboard=false", "extra flags of the head's `ray start`"),
+    Key("ray.wait", integer(1, 3600), 120, "seconds for a node's Ray to start and for the cluster to be complete"),
+    Key("script_timeout", SECONDS, 3600, "seconds a node's bootstrap script may run before that node is failed"),
+    Key("check_timeout", SECONDS, 300, "the same for verify, head-ssh, tmux and sync on a node; `exec`'s default "
+        "`--timeout`"),
+    Key("step_timeout", SECONDS, 900, "seconds one bootstrap step may run"),
+    Key("step_timeouts", dict_of(step_name, SECONDS), {}, "the same for the steps named, e.g. `{python: 1800}`"),
+    Key("progress_interval", integer(1, 3600), 30,
+        "without a terminal: a line per node for every this many seconds one step runs"),
+    Key("smoke.port", PORT, 29500,
+        "the smoke test's rendezvous port on the head (rank 0 serves it on the head's private address alone)"),
+    Key("smoke.size_mb", number(0.001, 16384), 64, "MiB each rank all-reduces"),
+    Key("smoke.iters", integer(1, 10_000), 10, "timed all-reduces"),
+    Key("smoke.timeout", integer(5, 3600), 300, "seconds each part of the smoke test may take"),
+    Key("setup.bandwidth", boolean, False, "run the bandwidth ring as part of `setup`"),
+    Key("setup.smoke", boolean, False, "run the smoke test as part of `setup`"),
+    Key("sync.exclude", list_of(line), [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"],
+        "names (or paths) `sync` never sends; `--exclude` adds to them"),
+    Key("gpu.count", integer(0, 64), 0, "GPUs each node must have (0: none expected)"),
+    Key("gpu.model", line, "", "a part of their model name, e.g. `H100`"),
+    Key("consistency.ignore", list_of(FACT), [],
+        f"facts allowed to differ across nodes: {', '.join(f'`{fact}`' for fact in FACTS)}"),
+    Key("notify.urls", list_of(line), [], "apprise URLs, e.g. `ntfy://my-topic`, `json://hooks.example/cluster`"),
+    Key("notify.desktop", boolean, True, "a desktop notification where the laptop can show one"),
+    Key("log_dir", line, "", "local logs `setup_rentalN.log` (0600, never written through a symlink); empty: "
+        "`$XDG_STATE_HOME/multinode/logs` (0700)"),
+    Key("tail", integer(0, 1_000_000), 100, "log lines shown per node"),
+)
+
+
+def _tree(field):
+    """``{name: field}`` of every key, nested by the dotted names: ``{"repo": {"url": ...}}``."""
+    tree = {}
+    for key in KEYS:
+        *groups, leaf = key.name.split(".")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = getattr(key, field)
+    return tree
+
+
+DEFAULTS = _tree("default")
+SCHEMA = _tree("check")
+
+
+def _yaml(value):
+    """``value`` as it is written in YAML's flow style."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value) if value[:1] in ("", *"*&!|>'\"%@`{[#") else value
+    if isinstance(value, list):
+        return f"[{', '.join(map(_yaml, value))}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_yaml(k)}: {_yaml(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def config_table():
+    """README's Configuration table (Markdown): a row per key, as declared."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key in KEYS:
+        default = key.shown or "`" + _yaml(key.default).replace("|", "\\|") + "`"
+        rows.append(f"| `{key.name}` | {default} | {key.doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def _positive_int(value, key):
@@ -135,7 +192,7 @@ def plain(value):
 def checked(config):
     """The whole ``multinode`` key, checked against the schema (`BadInput` on the first problem)."""
     raw = plain(config.get("multinode", {}) or {})
-    schema.check(raw)
+    schema.check(raw, SCHEMA)
     return raw
 
 
@@ -168,3 +225,11 @@ def options(config):
             opts[key] = {**value, **(raw.get(key) or {})}
     opts["workspace"] = schema.normalized(opts["workspace"])  # one spelling on every node and in every check
     return opts
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--table"]:
+        sys.exit("usage: python -m multinode.config --table")
+    print(config_table(), end="")

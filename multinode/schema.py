@@ -1,11 +1,11 @@
-"""The ``multinode`` config key's schema: every key known, every value checked.
+"""What a ``multinode`` config value may be: the checks `config.KEYS` declares each key with.
 
 Checked before anything connects or is written: each problem is one line
 naming the key and what is wanted (a typo also names the nearest valid key),
 and the run exits 2. Written here rather than with a validation library:
-the schema is small, mirrors `config.DEFAULTS` key for key, and its errors
-must read as this project's others do (one line, the value quoted) where
-jsonschema's name JSON paths and span lines.
+the checks are small, and their errors must read as this project's others
+do (one line, the value quoted) where jsonschema's name JSON paths and span
+lines.
 """
 
 import difflib
@@ -29,6 +29,9 @@ SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
 # workspace directly inside one would have teardown --workspace delete them.
 SHARED_DIRS = {"/home", "/root", "/usr", "/etc", "/var", "/tmp", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev",
                "/proc", "/sys", "/run", "/usr/local", "/var/tmp"}
+# What verify's `consistent` compares across nodes (consistency.ignore names some).
+FACTS = ("gpu", "driver", "cuda", "python", "torch", "packages")
+
 
 class Problem(Exception):
     """What is wrong with one value (the key is added by `check`)."""
@@ -164,54 +167,20 @@ def step_name(value):
 PORT = integer(1, 65535)
 SECONDS = integer(1, 7 * 24 * 3600)
 URL = not_option
+USER = pattern(USER_RE, "login user names (lowercase letters, digits, _ and -)")
+ALIAS = pattern(ALIAS_RE, "lowercase letters, digits, - and _, not ending in a digit")
+BRANCH = pattern(BRANCH_RE, "a git branch name")
+REPO_NAME = pattern(REPO_NAME_RE, "a directory name (letters, digits, . _ -)", empty=True)
 ENV_NAME = pattern(ENV_NAME_RE, "an environment variable name (letters, digits, _)")
+ENV_NAME_OR_EMPTY = pattern(ENV_NAME_RE, "an environment variable name, or empty", empty=True)
+KEX = pattern(KEX_RE, "key exchange names separated by commas, or empty", empty=True)
+FACT = pattern(re.compile("|".join(FACTS)), f"one of {', '.join(FACTS)}")
 TOOL = record({"name": pattern(TOOL_NAME_RE, "a tool name (letters, digits, . _ + -)"), "check": line, "install": text})
 
-SCHEMA = {
-    "users": list_of(pattern(USER_RE, "login user names (lowercase letters, digits, _ and -)"), nonempty=True),
-    "identity": line,
-    "alias_prefix": pattern(ALIAS_RE, "lowercase letters, digits, - and _, not ending in a digit"),
-    "workers": integer(1, 1024),
-    "connect_timeout": integer(1, 600),
-    "known_hosts": line,
-    "ssh_config": line,
-    "state": line,
-    "workspace": workspace,
-    "repo": {"url": URL, "branch": pattern(BRANCH_RE, "a git branch name"),
-             "name": pattern(REPO_NAME_RE, "a directory name (letters, digits, . _ -)", empty=True)},
-    "python": {"version": not_option, "index_url": URL, "find_links": URL, "no_index": boolean, "downloads": boolean},
-    "secrets": {"env": list_of(ENV_NAME), "files": dict_of(ENV_NAME, line),
-                "wandb": pattern(ENV_NAME_RE, "an environment variable name, or empty", empty=True),
-                "huggingface": pattern(ENV_NAME_RE, "an environment variable name, or empty", empty=True)},
-    "dotfiles": {"repo": URL, "age_key": line, "overwrite": boolean},
-    "git": {"name": line, "email": line},
-    "installers": {"uv": text, "chezmoi": text, "age": text, "docker": text},
-    "docker": {"required": boolean},
-    "tools": list_of(TOOL),
-    "network": {"check_port": PORT, "timeout": integer(1, 600), "probe_port": PORT, "bandwidth_port": PORT,
-                "min_gbits": number(0, 10_000)},
-    "nccl": {"sysfs_root": absolute},
-    "ray": {"enabled": boolean, "port": PORT, "start_flags": line, "head_flags": line, "wait": integer(1, 3600)},
-    "head_ssh": {"kex_algorithms": pattern(KEX_RE, "key exchange names separated by commas, or empty", empty=True)},
-    "notify": {"urls": list_of(line), "desktop": boolean},
-    "gpu": {"count": integer(0, 64), "model": line},
-    "smoke": {"port": PORT, "size_mb": number(0.001, 16384), "iters": integer(1, 10_000), "timeout": integer(5, 3600)},
-    "setup": {"bandwidth": boolean, "smoke": boolean},
-    "sync": {"exclude": list_of(line)},
-    "consistency": {"ignore": list_of(pattern(re.compile("gpu|driver|cuda|python|torch|packages"),
-                                              "one of gpu, driver, cuda, python, torch, packages"))},
-    "script_timeout": SECONDS,
-    "check_timeout": SECONDS,
-    "step_timeout": SECONDS,
-    "step_timeouts": dict_of(step_name, SECONDS),
-    "progress_interval": integer(1, 3600),
-    "log_dir": line,
-    "tail": integer(0, 1_000_000),
-}
 
-
-def check(value, schema=SCHEMA, path="multinode"):
-    """``value`` checked against ``schema``; the first problem is a `BadInput` naming its key."""
+def check(value, schema, path="multinode"):
+    """``value`` checked against ``schema`` (nested ``{key: check}``, as `config.SCHEMA`); the first
+    problem is a `BadInput` naming its key."""
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             raise BadInput(f"bad {path} {value!r}: expected a mapping")
