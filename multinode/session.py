@@ -8,6 +8,7 @@ reused by every later task of the same run.
 """
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class Session:
         self.remembered = []
         self.checks = None  # verify's results, once it ran: {alias: {check: (status, reason)}}
         self.check_seconds = {}  # verify's round trip per node
+        self.connect_seconds = {}  # each node's login (TCP, key exchange, authentication), once per run
         self.facts = {}  # verify's facts per node (GPU, driver, CUDA, Python, torch, packages)
         self.pairs = []  # verify's unreachable pairs of nodes
         self.interrupted = False
@@ -226,7 +228,7 @@ class Session:
             cxn = self.conns.get(node.alias)
             if cxn is not None:
                 return cxn
-            tried = []
+            tried, started = [], time.monotonic()
             for user in self.candidates(node):
                 pinned = self.pins.get(node)
                 try:
@@ -236,6 +238,7 @@ class Session:
                     continue
                 node.user = user
                 self.conns[node.alias] = cxn
+                self.connect_seconds[node.alias] = round(time.monotonic() - started, 3)
                 if self.interrupted:  # Ctrl-C came during this login: close() may have missed it
                     cxn.close()
                     raise NodeError("interrupted")

@@ -185,6 +185,12 @@ def test_fake_infiniband_hcas_are_used(configured, healthy):
     (laptop.home / ".fabric.yaml").write_text(json.dumps(config))
     assert laptop.fab("bootstrap", "--tail", "0", timeout=600).returncode == 0
     assert "NCCL_IB_DISABLE=1\n" in sb.exec(0, "cat", "/etc/environment").stdout
+    # The HCAs are gone from what trains, not only from the files: Ray's workers and new panes
+    # carry NCCL_IB_DISABLE alone (both at once is a contradiction NCCL resolves its own way).
+    raylet = node_sh(sb, 1, "tr '\\0' '\\n' </proc/$(pgrep -x raylet)/environ").stdout
+    assert "NCCL_IB_DISABLE=1" in raylet and "NCCL_IB_HCA" not in raylet
+    panes = node_sh(sb, 1, "tmux show-environment -g").stdout
+    assert "NCCL_IB_DISABLE=1" in panes and "NCCL_IB_HCA" not in panes
 
 
 def test_single_node_has_no_ray_and_no_nccl(make_sandbox):

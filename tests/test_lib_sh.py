@@ -266,3 +266,20 @@ def test_the_dotfiles_seal_holds_until_something_chezmoi_compares_changes(tmp_pa
     assert not any(r.startswith("d ") for r in records) and holds()
     (tmp_path / ".only/extra").write_text("")
     assert not holds()
+
+
+def test_as_root_runs_the_package_manager_one_at_a_time_under_the_lock(tmp_path):
+    """Two steps' `as_root apt-get ...` at once: the second starts when the first has ended."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "apt-get").write_text(f'#!/bin/sh\necho "$1 start $(date +%s.%N)" >>{tmp_path}/ran; sleep 1; '
+                                  f'echo "$1 end $(date +%s.%N)" >>{tmp_path}/ran\n')
+    (fake / "apt-get").chmod(0o755)
+    script = (f'export PATH={fake}:$PATH PACKAGE_LOCK={tmp_path}/packages.lock; '
+              "as_root apt-get a & as_root apt-get b & wait; PACKAGE_LOCK_HELD=1 as_root apt-get c")
+    r = subprocess.run(["bash", "-euc", LIB + script], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    ran = {f"{w} {edge}": float(at) for w, edge, at in (ln.split() for ln in (tmp_path / "ran").read_text().splitlines())}
+    first, second = sorted("ab", key=lambda w: ran[f"{w} start"])
+    assert ran[f"{second} start"] >= ran[f"{first} end"], ran
+    assert "c end" in ran  # under a lock already held (a locked installer's own apt-get): no wait on itself

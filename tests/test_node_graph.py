@@ -57,6 +57,25 @@ def test_a_failing_step_skips_what_needs_it_and_nothing_else(tmp_path):
 def test_package_manager_installs_never_overlap_while_their_steps_run_at_once(tmp_path):
     bin_ = "$HOME/.local/bin"
     code, out = run(
+        tmp_path, "docker,tools", docker={"required": True},  # both install with scripts that may run apt
+        installers={"docker": RECORD.format(name="docker", make=f"printf '#!/bin/sh\\n' >{bin_}/docker; chmod +x {bin_}/docker")},
+        tools=[{"name": "t", "check": f"test -x {bin_}/t",
+                "install": RECORD.format(name="t", make=f"printf '#!/bin/sh\\n' >{bin_}/t; chmod +x {bin_}/t")}])
+    assert code == 0, out
+    ran = dict((f"{name} {edge}", float(at)) for name, edge, at in
+               (line.split() for line in (tmp_path / "home/ran").read_text().splitlines()))
+    first, second = sorted(("docker", "t"), key=lambda n: ran[f"{n} start"])
+    assert ran[f"{second} start"] >= ran[f"{first} end"], ran  # one at a time, under the package lock
+    lines = out.splitlines()
+    begins = [i for i, line in enumerate(lines) if line.startswith("BEGIN ")]
+    ends = [i for i, line in enumerate(lines) if line.startswith("STEP ")]
+    assert len(begins) == 2 and max(begins) < min(ends), out  # both steps began before either ended
+
+
+def test_installers_without_the_package_manager_run_at_once(tmp_path):
+    # python's uv installer (a download) and a tool's: the tool's holds the lock, uv's does not wait for it.
+    bin_ = "$HOME/.local/bin"
+    code, out = run(
         tmp_path, "python,tools",
         installers={"uv": RECORD.format(name="uv", make=f"printf '#!/bin/sh\\n' >{bin_}/uv; chmod +x {bin_}/uv")},
         tools=[{"name": "t", "check": f"test -x {bin_}/t",
@@ -64,12 +83,7 @@ def test_package_manager_installs_never_overlap_while_their_steps_run_at_once(tm
     assert code == 0, out
     ran = dict((f"{name} {edge}", float(at)) for name, edge, at in
                (line.split() for line in (tmp_path / "home/ran").read_text().splitlines()))
-    first, second = sorted(("uv", "t"), key=lambda n: ran[f"{n} start"])
-    assert ran[f"{second} start"] >= ran[f"{first} end"], ran  # one at a time, under the package lock
-    lines = out.splitlines()
-    begins = [i for i, line in enumerate(lines) if line.startswith("BEGIN ")]
-    ends = [i for i, line in enumerate(lines) if line.startswith("STEP ")]
-    assert len(begins) == 2 and max(begins) < min(ends), out  # both steps began before either ended
+    assert ran["uv start"] < ran["t end"] and ran["t start"] < ran["uv end"], ran
 
 
 def test_independent_steps_run_at_the_same_time(tmp_path):

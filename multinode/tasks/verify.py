@@ -27,6 +27,7 @@ def verify(c, json=False, full=False):
             "ok": not session.failed,
             "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
                                 "seconds": session.check_seconds.get(n.alias),
+                                "connect_seconds": session.connect_seconds.get(n.alias),
                                 "facts": session.facts.get(n.alias, {}),
                                 "failed": session.failed.get(n.alias, (None, None))[1],
                                 "checks": {k: {"status": JSON_STATUS[s], "reason": r}
