@@ -8,7 +8,8 @@ On one machine with GPUs, the "nodes" are processes on 127.0.0.1: the probe;
 an all-reduce with NCCL on the machine's GPUs (one node); Gloo across two
 nodes (two launches, node ranks 0 and 1); more ranks than GPUs (a rank
 fails, named, and its node's other ranks are stopped); a node that never
-joins (stopped at the timeout, named). After the runs, OUT/listeners holds
+joins (stopped at the timeout, named). `check` also prints which transport
+NCCL's own debug output says it used (within the one node: no network). After the runs, OUT/listeners holds
 what listened on the rendezvous port during the Gloo run (`ss -ltn`): the
 store of rank 0, on 127.0.0.1 alone.
 """
@@ -22,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from multinode.config import DEFAULTS  # noqa: E402
 from multinode.inventory import parse_hosts  # noqa: E402
 from multinode.render import command, render  # noqa: E402
-from multinode.protocol import tagged  # noqa: E402
-from multinode.tasks.smoke import bus_bandwidth, launch_command, torch_plan  # noqa: E402
+from multinode.protocol import said, tagged  # noqa: E402
+from multinode.tasks.smoke import bus_bandwidth, launch_command, torch_plan, transport  # noqa: E402
 
 WORKSPACE = "/tmp/multinode-smoke-ws"
 OPTS = {**DEFAULTS, "workspace": WORKSPACE, "repo": {"url": "git://forge/proj.git", "branch": "main", "name": "proj"},
@@ -87,6 +88,9 @@ def check(out):
         speed = bus_bandwidth(summary["bytes"], summary["seconds"], summary["world"]) if summary else None
         print(name, "exit", exits[name], "node:", tagged(text[name], "SMOKE_NODE"), "summary:", summary,
               "GB/s (algorithm, bus):", speed)
+    # What NCCL said of its transport (one node here: within it alone; nothing crosses a network).
+    print("nccl transport (problem, what, kind):", transport(text["nccl"], False))
+    print("NCCL's lines:", *said(text["nccl"], "NCCL_LOG"), "settings:", tagged(text["nccl"], "NCCL_ENV"), sep="\n  ")
     for name in ("toomany", "alone"):
         errors = [ln for ln in text[name].splitlines() if ln.startswith("SMOKE_ERROR")]
         print(name, "exit", exits[name], errors)

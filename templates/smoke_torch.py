@@ -23,6 +23,12 @@ rank checks the all-reduce's result, then times ITERS all-reduces of SIZE_MB
 MiB of float32. Each node's first rank prints ``SMOKE_NODE {...}``, rank 0
 ``SMOKE {...}`` (the slowest rank's time of one all-reduce); a rank that
 fails prints ``SMOKE_ERROR rank R on HOST: reason``.
+
+With NCCL, the ranks (these alone) log NCCL's own debug output, each to a file
+of its own (NCCL_DEBUG=INFO, subsystems INIT, NET and ENV); once they are done,
+the launcher prints the lines that say which transport NCCL chose, each once,
+as ``NCCL_LOG LINE``, and the NCCL settings the ranks got as ``NCCL_ENV {...}``
+(multinode/nccllog.py reads them on the laptop).
 """
 
 import datetime
@@ -30,21 +36,43 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 host = socket.gethostname()
 
 
+# NCCL's lines that say which transport it chose, and the settings that decide it.
+NCCL_KEEP = ("NCCL version", "NET/", "Using network", " via ", "NCCL_IB", "NCCL_NET", "NVLS", "WARN")
+NCCL_SETTINGS = ("NCCL_IB_DISABLE", "NCCL_IB_HCA", "NCCL_NET")
+
+
 def launch(nnodes, node_rank, nproc, master, port, args):
-    """This node's NPROC ranks, each with torchrun's environment for it: 0 when all passed, else the
-    first failure's exit code (1 for a rank a signal ended, named: it could not say so itself)."""
+    """This node's NPROC ranks, each with torchrun's environment for it (and NCCL's debug output, to a
+    file of its own, under NCCL), then NCCL's report: 0 when all passed, else the first failure's
+    exit code (1 for a rank a signal ended, named: it could not say so itself)."""
+    logs = tempfile.mkdtemp(prefix="multinode-nccl.") if args[0] == "nccl" else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the timeout: clean up all the same
+    try:
+        return run_ranks(nnodes, node_rank, nproc, master, port, args, logs)
+    finally:
+        if logs:
+            nccl_report(logs)
+            shutil.rmtree(logs, ignore_errors=True)
+
+
+def run_ranks(nnodes, node_rank, nproc, master, port, args, logs):
     world = nnodes * nproc
     ranks = {}
     for local in range(nproc):
         env = dict(os.environ, RANK=str(node_rank * nproc + local), LOCAL_RANK=str(local), WORLD_SIZE=str(world),
                    LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK=str(node_rank), MASTER_ADDR=master, MASTER_PORT=str(port))
+        if logs:
+            env.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET,ENV",
+                       NCCL_DEBUG_FILE=os.path.join(logs, f"rank{local}.log"))
         ranks[env["RANK"]] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "rank", *args], env=env,
                                               stdin=subprocess.DEVNULL)
     code = 0
@@ -62,6 +90,37 @@ def launch(nnodes, node_rank, nproc, master, port, args):
                 for other in ranks.values():
                     other.terminate()
     return code
+
+
+def nccl_report(logs):
+    """The ranks' NCCL lines that say which transport it chose, each once (a channel line once per
+    way of reaching a peer: 32 channels of 8 ranks say the same), then the NCCL settings."""
+    seen = set()
+    for name in sorted(os.listdir(logs)):
+        with open(os.path.join(logs, name), errors="replace") as lines:
+            for line in (ln.rstrip("\n") for ln in lines):
+                text = line.split(" NCCL ", 1)[-1]  # without "host:pid:tid [dev]"
+                key = text.split(" via ", 1)[-1] + ("<" if "[receive]" in text else "") if " via " in text else text
+                if any(k in line for k in NCCL_KEEP) and key not in seen and len(seen) < 200:
+                    seen.add(key)
+                    print("NCCL_LOG " + line)
+    print("NCCL_ENV " + json.dumps(nccl_settings()), flush=True)
+
+
+def nccl_settings():
+    """{name: [value, where]} of the NCCL settings the ranks got, as NCCL reads them: the
+    environment, else ~/.nccl.conf (NCCL_CONF_FILE's file instead, when set), else /etc/nccl.conf."""
+    found = {k: [os.environ[k], "the environment"] for k in NCCL_SETTINGS if os.environ.get(k)}
+    for path in (os.environ.get("NCCL_CONF_FILE") or os.path.expanduser("~/.nccl.conf"), "/etc/nccl.conf"):
+        try:
+            with open(path) as conf:
+                lines = conf.read().splitlines()
+        except OSError:
+            continue
+        for name, eq, value in (ln.strip().partition("=") for ln in lines):
+            if eq and value and name in NCCL_SETTINGS and name not in found:
+                found[name] = [value, path]
+    return found
 
 
 def rendezvous(timeout):

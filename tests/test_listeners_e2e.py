@@ -115,7 +115,8 @@ def test_smoke_fails_a_node_whose_gpus_ray_does_not_give(configured, healthy):
 def test_smokes_rendezvous_listens_on_the_heads_private_address_alone(laptop, healthy):
     """fab smoke's torch part over the real CLI, with a stand-in torch in each node's workspace venv
     (tests/fake_torch) and two fake GPUs a node: each rank gets torchrun's environment from our
-    launcher, and on the head the store listens on 198.19.0.10:PORT only (`ss -ltn` there, then)."""
+    launcher, and on the head the store listens on 198.19.0.10:PORT only (`ss -ltn` there, then); NCCL's
+    transport is told, and a node with an active HCA (a fake sysfs) where it used sockets fails."""
     sb = healthy
     workspace = "/srv/mnh2-smoke"  # nobody else's: the other tests' nodes keep theirs
     laptop.configure(**{**sb.forge.config(), "workspace": workspace, "ray": {"enabled": False}})
@@ -129,8 +130,13 @@ def test_smokes_rendezvous_listens_on_the_heads_private_address_alone(laptop, he
         assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
         r = laptop.fab("smoke", "--size-mb", "0.001", "--timeout", "60", timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert rows(r.stdout, "smoke-torch") == {
-            f"rental{n}": ("ok", "2 rank(s) on NVIDIA H100 80GB HBM3 (nccl), all-reduce correct") for n in range(3)}
+        got = rows(r.stdout, "smoke-torch")
+        assert sorted(got) == ["rental0", "rental1", "rental2"], r.stdout
+        for status, detail in got.values():  # NCCL's transport, from the stand-in's NCCL lines (no HCA here)
+            assert status == "ok" and re.fullmatch(r"2 rank\(s\) on NVIDIA H100 80GB HBM3 \(nccl\), all-reduce correct; "
+                                                   r"NCCL 2\.21\.5 between nodes: sockets \((ens7|eth0)\); within the node "
+                                                   r"SHM", detail), detail
+        assert "\nsmoke: NCCL between nodes: sockets on every node\n" in r.stdout
         assert re.search(r"^smoke: all-reduce of 0\.000999451 MiB over 6 rank\(s\) \(nccl\): ", r.stdout, re.M), r.stdout
         seen = {}
         for node in sb.nodes:
@@ -146,6 +152,18 @@ def test_smokes_rendezvous_listens_on_the_heads_private_address_alone(laptop, he
         assert store["listening"] == "198.19.0.10:29500" and store["use_libuv"] is False
         listeners = [line.split()[3] for line in store["ss"].splitlines() if line.split()[3].endswith(":29500")]
         assert listeners == ["198.19.0.10:29500"]  # the head's public address, 0.0.0.0, [::]: none
+        # rental2 gets an active HCA (a fake sysfs): NCCL on sockets there is the silent slowdown; it fails.
+        hca = f"{workspace}/sys/class/infiniband/mlx5_0/ports/1"
+        sb.exec(2, "sh", "-c", f"mkdir -p {hca} && echo '4: ACTIVE' >{hca}/state")
+        laptop.configure(**{**sb.forge.config(), "workspace": workspace, "ray": {"enabled": False},
+                            "nccl": {"sysfs_root": f"{workspace}/sys"}})
+        r = laptop.fab("smoke", "--size-mb", "0.001", "--timeout", "60", timeout=300)
+        assert r.returncode == 1, r.stdout + r.stderr
+        got = rows(r.stdout, "smoke-torch")
+        assert [got[f"rental{n}"][0] for n in range(3)] == ["ok", "ok", "FAILED"], r.stdout
+        assert re.fullmatch(r"NCCL fell back to sockets between nodes though mlx5_0 \(InfiniBand\) is active here: "
+                            r"(no RDMA device in this container: /dev/infiniband is missing .*"
+                            r"|NCCL_IB_DISABLE=1 is set \(the environment; .*)", got["rental2"][1]), got["rental2"][1]
     finally:
         for nid in range(len(sb.nodes)):
             sb.fake_gpus(nid, 0)

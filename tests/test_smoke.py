@@ -22,8 +22,8 @@ import pytest
 from multinode.config import DEFAULTS, options
 from multinode.inventory import Node, parse_hosts
 from multinode.render import command, render
-from multinode.protocol import tagged
-from multinode.tasks.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan
+from multinode.protocol import said, tagged
+from multinode.tasks.smoke import bus_bandwidth, launch_command, ray_problem, torch_plan, transport
 
 NODES = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11,198.18.0.12:198.19.0.12")
 FAKE_TORCH = Path(__file__).resolve().parent / "fake_torch/torch"
@@ -69,8 +69,8 @@ print("SMOKE_NODE " + json.dumps({{"host": "n", "ranks": 8}}))
     o = opts(workspace=str(tmp_path / "ws"), repo={"url": "git://forge/proj.git", "branch": "main", "name": ""})
     cmd = launch_command(o, NODES, 2, 8, "nccl", 64, 300)
     words = shlex.split(cmd)
-    assert words[:2] == ["bash", "-c"] and words[3:6] == ["smoke", "launch", str(venv)]
-    assert words[7:] == ["300", "3", "2", "8", "198.19.0.10", "29500", "nccl", "64", "10", "300"]
+    assert words[:2] == ["bash", "-c"] and words[3:7] == ["smoke", "launch", str(venv), "/sys"]
+    assert words[8:] == ["300", "3", "2", "8", "198.19.0.10", "29500", "nccl", "64", "10", "300"]
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True, input="not for the worker")
     assert r.returncode == 0, r.stderr
     assert tagged(r.stdout, "SMOKE_NODE") == {"host": "n", "ranks": 8}
@@ -142,8 +142,44 @@ def test_a_rank_that_fails_stops_its_node_at_once(tmp_path):
     r = subprocess.run(launch_command(o, nodes, 0, 2, "nccl", 0.001, 120), shell=True, env=env, text=True,
                        capture_output=True, timeout=60)
     assert r.returncode == 1 and time.monotonic() - started < 30, r.stdout + r.stderr
-    assert r.stdout.splitlines() == [f"SMOKE_ERROR rank 1 on {socket.gethostname()}: RuntimeError: torch sees 1 GPU(s), "
-                                     "this is local rank 1 (torch.cuda.is_available() is True)"]
+    assert said(r.stdout, "SMOKE_ERROR") == [f"rank 1 on {socket.gethostname()}: RuntimeError: torch sees 1 GPU(s), "
+                                             "this is local rank 1 (torch.cuda.is_available() is True)"]
+    tags = [line.split()[0] for line in r.stdout.splitlines()]
+    assert tags[:2] == ["RDMA", "SMOKE_ERROR"] and tags[-1] == "NCCL_ENV"  # NCCL's lines, even of a failed run
+
+
+def test_nccl_tells_its_transport_and_a_node_with_an_active_hca_on_sockets_fails(tmp_path):
+    """Two "nodes" of two NCCL ranks (stand-in torch, whose NCCL logs what NCCL 2.21 does on sockets):
+    the ranks alone get NCCL's debug output, each into a file of its own, which the launcher reads
+    and removes; node 1 has an active HCA (a fake sysfs) and NCCL_IB_DISABLE=1: it fails, naming it."""
+    o, records, env = fake_torch_venv(tmp_path, gpus=2)
+    ib = tmp_path / "sys/class/infiniband/mlx5_0/ports/1"
+    ib.mkdir(parents=True)
+    (ib / "state").write_text("4: ACTIVE\n")
+    nodes = [Node(0, "rental0", "198.18.0.10", "127.0.0.2"), Node(1, "rental1", "198.18.0.11", "127.0.0.3")]
+    on_ib = {**o, "nccl": {"sysfs_root": str(tmp_path / "sys")}}
+    runs = [subprocess.Popen(launch_command(opt, nodes, rank, 2, "nccl", 0.001, 60), shell=True, text=True,
+                             env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for rank, opt, extra in ((0, o, {}), (1, on_ib, {"NCCL_IB_DISABLE": "1"}))]
+    outs = [run.communicate(timeout=90)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outs
+    assert said(outs[0], "RDMA") == ["- missing"] and said(outs[1], "RDMA") == ["mlx5_0/InfiniBand missing"]
+    assert transport(outs[0], True) == (None, "NCCL 2.21.5 between nodes: sockets (eth0); within the node SHM", "sockets")
+    problem, told, kind = transport(outs[1], True)
+    assert problem == ("NCCL fell back to sockets between nodes though mlx5_0 (InfiniBand) is active here: "
+                       "NCCL_IB_DISABLE=1 is set (the environment; multinode's nccl step writes it where it finds "
+                       "no active HCA: rerun bootstrap)")
+    assert (told, kind) == ("NCCL 2.21.5 between nodes: sockets (eth0); within the node SHM", "sockets")
+    assert tagged(outs[1], "NCCL_ENV")["NCCL_IB_DISABLE"] == ["1", "the environment"]
+    # Each channel line once: 2 ranks a node, one sends to the other node, one receives from it.
+    assert len([ln for ln in said(outs[0], "NCCL_LOG") if "via NET/Socket/0" in ln]) == 2
+    debug = {int(p.stem): json.loads(p.read_text())["nccl_debug"] for p in records.glob("*.json")}
+    assert sorted(debug) == [0, 1, 2, 3]
+    for rank, got in debug.items():
+        assert got["NCCL_DEBUG"] == "INFO" and got["NCCL_DEBUG_SUBSYS"] == "INIT,NET,ENV"
+        assert got["NCCL_DEBUG_FILE"].endswith(f"/rank{rank % 2}.log")
+        assert not os.path.exists(os.path.dirname(got["NCCL_DEBUG_FILE"]))  # removed by the launcher
+    assert "NCCL_DEBUG" not in os.environ  # this test's own environment: the ranks' alone had it
 
 
 def test_a_launch_that_never_ends_is_stopped_at_the_timeout(tmp_path):
@@ -154,7 +190,8 @@ def test_a_launch_that_never_ends_is_stopped_at_the_timeout(tmp_path):
     o = opts(workspace=str(tmp_path / "ws"), repo={"url": "git://forge/proj.git", "branch": "main", "name": ""})
     r = subprocess.run(launch_command(o, NODES, 1, 1, "gloo", 1, 1), shell=True, capture_output=True, text=True,
                        timeout=30)
-    assert r.returncode == 124 and r.stdout == "SMOKE_ERROR stopped after 1s (a node that never joined?)\n"
+    assert r.returncode == 124
+    assert r.stdout == "RDMA - missing\nSMOKE_ERROR stopped after 1s (a node that never joined?)\n"
 
 
 def test_the_probe_reads_torch_and_counts_gpus_without_importing_torch(tmp_path):

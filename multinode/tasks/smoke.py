@@ -18,7 +18,10 @@ Two parts, each on every node at once:
   NCCL with one rank per GPU where every node has GPUs, else Gloo with one
   rank per node. The result is checked, then timed: the time of one
   all-reduce and its bus bandwidth (nccl-tests' definition). Without torch
-  it says it skipped this part, and why.
+  it says it skipped this part, and why. With NCCL, which transport NCCL
+  chose between nodes, from its own debug output (for smoke's ranks alone):
+  a node with an active InfiniBand HCA where NCCL fell back to sockets
+  fails, naming the likely cause (multinode/nccllog.py).
 
 torchrun's way rather than Ray: it is how most training is started, and it
 needs nothing in the venv but torch (Ray Train would add its own dependencies).
@@ -28,7 +31,7 @@ needs nothing in the venv but torch (Ray Train would add its own dependencies).
 from invoke import Collection, task
 
 from ..paths import venv_bin, venv_dir
-from .. import protocol
+from .. import nccllog, protocol
 from ..connections import NodeError
 from ..raycluster import on_head
 from ..render import command, program, render
@@ -116,7 +119,8 @@ def torch_plan(probes):
 def launch_command(opts, nodes, rank, nproc, backend, size_mb, timeout):
     """The command that starts node ``rank``'s part of the all-reduce (its ``nproc`` ranks)."""
     venv = venv_dir(opts)
-    return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, program("smoke_torch.py"), timeout,
+    return command("bash", "-c", render("smoke.sh.j2"), "smoke", "launch", venv, opts["nccl"]["sysfs_root"],
+                   program("smoke_torch.py"), timeout,
                    len(nodes), rank, nproc, nodes[0].private, opts["smoke"]["port"],
                    backend, size_mb, opts["smoke"]["iters"], timeout)
 
@@ -153,10 +157,25 @@ def torch_part(session, opts, size_mb, timeout):
             last = (result.stderr.strip().splitlines() or [f"the launcher exited {result.exited}"])[-1]
             raise NodeError(errors[0] if errors else last)
         detail = f"{mine['ranks']} rank(s) on {mine['device']} ({mine['backend']}), all-reduce correct"
-        return Outcome("ok", detail, value=protocol.tagged(result.stdout, "SMOKE"))
+        problem, kind = None, None
+        if backend == "nccl":
+            problem, told, kind = transport(result.stdout, len(nodes) > 1)
+            detail += f"; {told}"
+        return Outcome("ok", detail, value=(protocol.tagged(result.stdout, "SMOKE"), problem, kind))
 
-    done = session.each("smoke-torch", run, only=nodes)
-    summary = next((o.value for o in done.values() if o.value), None)
+    done = session.each("smoke-torch", run, only=nodes, quiet=True)
+    for node in nodes:
+        if node.alias in done and done[node.alias].value[1]:
+            session.fail(node, "smoke-torch", done[node.alias].value[1])
+        elif node.alias in done:
+            session.report.line("smoke-torch", node, "ok", done[node.alias].detail)
+    kinds = {alias: o.value[2] for alias, o in done.items() if o.value[2]}
+    if len(nodes) > 1 and kinds:
+        same = set(kinds.values())
+        session.report.write("smoke: NCCL between nodes: " + (
+            f"{same.pop()} on every node" if len(same) == 1 and len(kinds) == len(nodes)
+            else ", ".join(f"{a} {k}" for a, k in kinds.items())))
+    summary = next((o.value[0] for o in done.values() if o.value[0]), None)
     if summary and summary["world"] == 1:
         session.report.write(f"smoke: all-reduce on a single rank ({summary['backend']}): correct; "
                              "no link to measure")
@@ -166,6 +185,17 @@ def torch_part(session, opts, size_mb, timeout):
             f"smoke: all-reduce of {summary['bytes'] / 2**20:g} MiB over {summary['world']} rank(s) "
             f"({summary['backend']}): {summary['seconds'] * 1e3:.2f} ms, bus bandwidth {busbw:.2f} GB/s "
             f"(algorithm {algbw:.2f} GB/s)")
+
+
+def transport(out, between_nodes):
+    """(problem or None, what NCCL used, its kind) from a node's launcher output: its active HCAs and
+    /dev/infiniband (RDMA), NCCL's own lines (NCCL_LOG) and settings (NCCL_ENV); see nccllog."""
+    hcas, device = (protocol.said(out, "RDMA") or ["- missing"])[-1].split(" ", 1)
+    active = dict(h.split("/", 1) for h in hcas.split(",") if "/" in h)
+    env = {name: tuple(got) for name, got in (protocol.tagged(out, "NCCL_ENV") or {}).items()}
+    seen = nccllog.parse("\n".join(protocol.said(out, "NCCL_LOG")))
+    problem, told = nccllog.verdict(seen, active, device == "present", env, between_nodes)
+    return problem, told, nccllog.kind(seen) if between_nodes else None
 
 
 def smoke_arguments(session, size_mb=None, timeout=None, **_):

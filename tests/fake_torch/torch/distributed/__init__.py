@@ -91,10 +91,42 @@ def init_process_group(backend, init_method=None, timeout=datetime.timedelta(sec
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, rank == 0, timeout)
     _group.update(store=store, rank=rank, world=world_size, calls=0)
+    if backend == "nccl" and os.environ.get("NCCL_DEBUG") == "INFO":
+        _nccl_debug(rank, world_size)
     os.makedirs(RECORDS, exist_ok=True)
     with open(os.path.join(RECORDS, f"{rank}.json"), "w") as f:
         json.dump({"backend": backend, "rank": rank, "world_size": world_size, "timeout": timeout.total_seconds(),
-                   "env": {k: os.environ.get(k) for k in ENV}, "store": store.args}, f)
+                   "env": {k: os.environ.get(k) for k in ENV}, "store": store.args,
+                   "nccl_debug": {k: os.environ.get(k) for k in ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "NCCL_DEBUG_FILE")}},
+                  f)
+
+
+def _nccl_debug(rank, world):
+    """What NCCL 2.21 logs at init with NCCL_DEBUG=INFO on a node without a usable HCA (sockets between
+    nodes, shared memory within one), to NCCL_DEBUG_FILE as NCCL does (else standard output)."""
+    host, pid, local = socket.gethostname(), os.getpid(), int(os.environ.get("LOCAL_RANK", 0))
+    per_node, iface = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), os.environ.get("NCCL_SOCKET_IFNAME") or "eth0"
+    head = f"{host}:{pid}:{pid} [{local}] NCCL INFO "
+    lines = [f"{head}Bootstrap : Using {iface}:{os.environ['MASTER_ADDR']}<0>"]
+    lines.append(f"{head}NCCL version 2.21.5+cuda12.4")
+    if os.environ.get("NCCL_IB_DISABLE"):
+        lines.append(f"{head}NCCL_IB_DISABLE set by environment to {os.environ['NCCL_IB_DISABLE']}.")
+    else:
+        lines.append(f"{head}NET/IB : No device found.")
+    lines += [f"{head}NET/Socket : Using [0]{iface}:{os.environ['MASTER_ADDR']}<0>", f"{head}Using network Socket"]
+    for peer, way in (((rank + 1) % world, "send"), ((rank - 1) % world, "receive")):
+        src, dst = (rank, peer) if way == "send" else (peer, rank)
+        ends = f"{src}[{src % per_node}] -> {dst}[{dst % per_node}]"
+        if peer // per_node == rank // per_node:
+            lines.append(f"{head}Channel 00/0 : {ends} via SHM/direct/direct")
+        else:
+            lines.append(f"{head}Channel 00/0 : {ends} [{way}] via NET/Socket/0")
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("NCCL_DEBUG_FILE"):
+        with open(os.environ["NCCL_DEBUG_FILE"], "a") as f:
+            f.write(text)
+    else:
+        print(text, end="", flush=True)
 
 
 def get_rank():
