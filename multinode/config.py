@@ -108,6 +108,8 @@ KEYS = (
     Key("smoke.size_mb", number(0.001, 16384), 64, "MiB each rank all-reduces"),
     Key("smoke.iters", integer(1, 10_000), 10, "timed all-reduces"),
     Key("smoke.timeout", integer(5, 3600), 300, "seconds each part of the smoke test may take"),
+    Key("status.interval", number(0.5, 3600), 5, "seconds between the refreshes of `fab status --watch` (`--interval` "
+        "wins)"),
     Key("setup.bandwidth", boolean, False, "run the bandwidth ring as part of `setup`"),
     Key("setup.smoke", boolean, False, "run the smoke test as part of `setup`"),
     Key("sync.exclude", list_of(line), [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"],

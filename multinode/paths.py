@@ -1,7 +1,7 @@
 """Where multinode keeps things on a node: one place for each path the tasks share.
 
 The workspace repository and its venv, the node script and its staging
-directory, teardown's search directory, the head's worker aliases and their
+directory, the jobs' directories, teardown's search directory, the head's worker aliases and their
 host keys, the tmux session. Paths under the login home are relative to it
 (SFTP and ssh commands start there).
 """
@@ -9,6 +9,8 @@ host keys, the tmux session. Paths under the login home are relative to it
 # The node script, renamed into place; each run stages its secrets in STAGE/<run>.
 SCRIPT = ".cache/multinode/node.sh"
 STAGE = ".cache/multinode/stage"
+# The jobs feature's directory per job (NAME/ with its state), which status counts.
+JOBS = ".cache/multinode/jobs"
 # What teardown searches for, sent by SFTP into this directory only the login user can enter.
 TEARDOWN_PLACE = ".cache/multinode/teardown"
 # On the head: the worker aliases (read with `ssh -F`) and their verified host keys, in ~/.ssh.

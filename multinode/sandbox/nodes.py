@@ -175,18 +175,28 @@ def run(node, *cmd, check=True, user=None):
     return sh(*prefix, *cmd, check=check)
 
 
+# What the fake GPUs are doing, made up (GPU i takes row i % 8): utilization %, MiB less than all
+# used, temperature °C, power W. GPU 3 idles: status shows it as the one that stands out.
+FAKE_LOAD = ((97, 10325, 71, 690.5), (95, 10425, 73, 688.2), (99, 10125, 74, 695.0), (12, 60000, 52, 140.3),
+             (96, 10325, 70, 684.9), (98, 10225, 72, 691.7), (94, 10525, 69, 679.4), (97, 10325, 71, 690.1))
+
+
 def fake_gpus(node, count, model, memory, driver, cuda, ecc):
     """Give the node a fake ``nvidia-smi`` answering verify's queries with ``count`` GPUs of
-    ``model`` (no GPU exists here); ``count`` 0 takes it away."""
+    ``model`` (no GPU exists here), and status's with made-up utilization, memory used,
+    temperature and power (`FAKE_LOAD`); ``count`` 0 takes it away."""
     path = Path(node["root"]) / "usr/local/bin/nvidia-smi"
     if not count:
         path.unlink(missing_ok=True)
         return
     rows = "".join(f"{model}, {memory}, {driver}, {ecc if i == 0 else 0}\\n" for i in range(count))
     listed = "".join(f"GPU {i}: {model} (UUID: GPU-sandbox-{i})\\n" for i in range(count))
+    now = "".join(f"{i}, {u}, {memory - free}, {memory}, {t}, {w:.2f}\\n"
+                  for i, (u, free, t, w) in ((i, FAKE_LOAD[i % 8]) for i in range(count)))
     path.write_text(
         "#!/bin/bash\n# sandbox: a fake nvidia-smi (multinode's tests)\n"
         'case "$*" in\n'
+        f'  *--query-gpu=index,utilization.gpu,*) printf "{now}" ;;\n'
         f'  *--query-gpu=*) printf "{rows}" ;;\n'
         f'  -L) printf "{listed}" ;;\n'
         f'  "") printf "| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: {cuda}     |\\n" ;;\n'
