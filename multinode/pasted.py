@@ -40,6 +40,8 @@ def ssh_spec(fields, number, line):
         return BadInput(f"bad line {number} {line!r}: {why}")
 
     words, private = fields[1:-1], fields[-1]
+    if not re.fullmatch(r"[0-9.]+", private):
+        raise bad(f"the last column, {private!r}, must be the node's private address (ssh ... HOST  PRIVATE)")
     port = user = dest = None
     i = 0
     while i < len(words):
