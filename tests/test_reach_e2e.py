@@ -224,6 +224,13 @@ def test_a_worker_without_public_address_is_set_up_through_the_head(configured, 
         assert r.returncode == 1 and rows(r.stdout, "hostkeys")["rental2"][0] == "FAILED"
         r = laptop.fab("hostkeys", "--reinstalled", "rental2", "verify")
         assert r.returncode == 0, r.stdout + r.stderr
+        assert (laptop.home / "logs/setup_rental2.log").stat().st_size > 0  # its own log, as every node's
+
+        # Given back through the head too: its secrets proven gone, its pin forgotten.
+        r = laptop.fab("teardown", "--yes", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert rows(r.stdout, "teardown")["rental2"][0] in ("ok", "changed")
+        assert "198.19.0.12" not in (laptop.home / ".config/multinode/pins.json").read_text()
     finally:
         os.kill(agent_pid, signal.SIGTERM)
         sb.hide(2, False)
