@@ -90,7 +90,7 @@ class Session:
             nodes = adopt_known_users(self.given, remembered) if self.given else remembered or []
             self.remembered = remembered or []
             self.pins = Pins.load(self.settings.state, self.settings.known_hosts)
-            self.jump = self.jump_host(remembered_jump)
+            self.jump = self.jump_host(remembered_jump, remembered)
         except BadInput as exc:
             raise exc.exit() from None
         for node in nodes:
@@ -107,14 +107,15 @@ class Session:
         self.report = Reporter(nodes)
         self.nodes = nodes
 
-    def jump_host(self, remembered):
+    def jump_host(self, remembered, nodes):
         """The jump host of this run: ``--jump`` (``none``: no jump host), else ``multinode.jump``,
-        else, for the remembered cluster, the one it was set up with."""
+        else, for the remembered cluster (``-H`` naming the same machines too), the one it was set up with."""
         prefix = self.settings.alias_prefix
         for spec in (self.jump_given, self.settings.jump):
             if spec:
                 return None if spec == "none" else parse_jump(spec, prefix)
-        if remembered is not None and not self.given:
+        same = not self.given or [n.address for n in self.given] == [n.address for n in nodes or []]
+        if remembered is not None and same:
             remembered.alias = f"{prefix}-jump"
             return remembered
         return None

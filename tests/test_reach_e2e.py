@@ -113,6 +113,7 @@ def test_a_jump_host_in_front_of_every_node(reach):
     assert json.loads((laptop.home / ".config/multinode/cluster.json").read_text())["jump"] == "ubuntu@198.18.0.12:22"
     exe = laptop.fab("exec", "hostname")
     assert exe.returncode == 0 and "node0" in exe.stdout and "node1" in exe.stdout
+    assert laptop.fab("-H", hosts, "verify").returncode == 0  # the same machines again: the same jump host
 
     # Its key is pinned as a node's: a changed one stops every node behind it, named.
     sb.rekey(2)
