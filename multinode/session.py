@@ -104,7 +104,7 @@ class Session:
         config.runners.remote = WaitingRemote
         self.config = isolated(config)
         self.locks = {n.alias: threading.Lock() for n in nodes + ([self.jump] if self.jump else [])}
-        self.report = Reporter(nodes)
+        self.report = Reporter(nodes + ([self.jump] if self.jump else []))  # widths: the jump host's lines too
         self.nodes = nodes
 
     def jump_host(self, remembered, nodes):
