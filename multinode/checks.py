@@ -59,14 +59,15 @@ def verify_script(node, nodes, opts, available, failed=(), full=False):
         workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed],
         others=[n.private for n in nodes if n.alias not in failed and n.alias != node.alias], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, full=full, repo_name=repo_name(opts["repo"]),
-        steps=manifest.names(), **available,
-        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu", "network")},
+        steps=manifest.names(), public_ip=node.target if node.public else "", **available,
+        **{k: opts[k] for k in ("workspace", "repo", "dotfiles", "git", "ray", "tools", "docker", "gpu", "network",
+                                "rental")},
     )
 
 
 def run_checks(session, opts, quiet=False, full=False):
     """{alias: {check: (status, reason)}} for the live nodes; failing nodes fail."""
-    results, seconds, facts, reached = {}, {}, {}, {}
+    results, seconds, facts, reached, interfaces = {}, {}, {}, {}, {}
     available = available_secrets(opts)  # read once, not once per node
 
     def check(node, cxn):
@@ -87,6 +88,7 @@ def run_checks(session, opts, quiet=False, full=False):
         results[node.alias] = checks
         facts[node.alias] = protocol.fields(out, "FACT")
         reached[node.alias] = protocol.fields(out, "PAIR")
+        interfaces[node.alias] = next(iter(protocol.said(out, "IFACE")), "")
         seconds[node.alias] = round(time.monotonic() - start, 3)  # the round trip, checklist included
         return Outcome("ok")
 
@@ -106,6 +108,7 @@ def run_checks(session, opts, quiet=False, full=False):
     session.checks = results
     session.check_seconds = seconds
     session.facts = facts
+    session.interfaces = interfaces
     return results
 
 

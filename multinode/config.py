@@ -15,10 +15,20 @@ from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
 
 from . import schema
-from .inventory import USER_RE, BadInput, state_path
+from .inventory import USER_RE, BadInput, parse_jump, state_path
 from .schema import (ALIAS, BRANCH, ENV_NAME, ENV_NAME_OR_EMPTY, FACT, FACTS, KEX, PORT, REPO_NAME, SECONDS, TOOL, URL,
                      USER, absolute, boolean, dict_of, integer, line, list_of, not_option, number, step_name, text,
                      workspace)
+
+
+def jump_host(value):
+    """``multinode.jump``: empty, ``none``, or a jump host as ``--jump`` takes it."""
+    if text(value) not in ("", "none"):
+        try:
+            parse_jump(value)
+        except BadInput as exc:
+            raise schema.Problem(str(exc)) from None
+    return value
 
 
 class Key(NamedTuple):
@@ -41,6 +51,9 @@ KEYS = (
     Key("connect_timeout", integer(1, 600), 10, "seconds for TCP connect, SSH banner and login (`fab -t` wins)"),
     Key("known_hosts", line, "~/.ssh/known_hosts", "where `hostkeys` records the nodes' keys, which logins check"),
     Key("ssh_config", line, "~/.ssh/config", "where detect-user writes the `rentalN` aliases"),
+    Key("jump", jump_host, "", "a jump host in front of every node, `[USER@]HOST[:PORT]` (`--jump` on `hostkeys` and "
+        "`setup` wins; `none`: no jump host): its key pinned as a node's, every connection through it, the "
+        "`rentalN` aliases through its alias `rental-jump`; empty: the remembered cluster's, else none"),
     Key("state", line, "", "where the cluster is remembered; empty: `$XDG_CONFIG_HOME/multinode/cluster.json` (its "
         "own key pair `cluster_key`, fresh for each cluster, lives beside it)"),
     Key("workspace", workspace, "/workspace", "the workspace directory on each node: a directory of its own (not a "
@@ -114,6 +127,10 @@ KEYS = (
     Key("setup.smoke", boolean, False, "run the smoke test as part of `setup`"),
     Key("sync.exclude", list_of(line), [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"],
         "names (or paths) `sync` never sends; `--exclude` adds to them"),
+    Key("rental.min_shm_gib", number(0, 1_000_000), 1, "GiB of `/dev/shm` under which verify's `shm` check fails "
+        "(container images give 64 MiB, where NCCL fails with \"unhandled system error\")"),
+    Key("rental.min_disk_gib", number(0, 1_000_000), 5,
+        "GiB free in the workspace's filesystem under which verify's `disk` check fails"),
     Key("gpu.count", integer(0, 64), 0, "GPUs each node must have (0: none expected)"),
     Key("gpu.model", line, "", "a part of their model name, e.g. `H100`"),
     Key("consistency.ignore", list_of(FACT), [],
@@ -215,6 +232,7 @@ def settings(config):
         known_hosts=Path(str(raw["known_hosts"])).expanduser(),
         ssh_config=Path(str(raw["ssh_config"])).expanduser(),
         state=state_path(raw["state"]),
+        jump=raw["jump"],
     )
 
 

@@ -40,9 +40,9 @@ class RefuseUnknown(paramiko.MissingHostKeyPolicy):
 
 
 def tcp_connect(node, timeout):
-    """An open TCP socket to the node's sshd, with Nagle off (fewer stalls)."""
+    """An open TCP socket to the node's sshd (a name's resolved address), with Nagle off (fewer stalls)."""
     try:
-        sock = socket.create_connection((node.public, node.port), timeout=timeout)
+        sock = socket.create_connection((node.target, node.port), timeout=timeout)
     except TimeoutError:
         raise NodeError(f"timed out after {timeout}s connecting to {node.address}") from None
     except ConnectionRefusedError:
@@ -61,10 +61,10 @@ def prefer(transport, kind):
         options.key_types = [kind] + [k for k in options.key_types if k != kind]
 
 
-def fetch_host_key(node, timeout, kind=None):
-    """The node's current host key (of type ``kind`` where it has one), read before any authentication."""
-    sock = tcp_connect(node, timeout)
-    transport = paramiko.Transport(sock)
+def fetch_host_key(node, timeout, kind=None, sock=None):
+    """The node's current host key (of type ``kind`` where it has one), read before any authentication,
+    over ``sock`` (a channel through another node; else a TCP connection of its own)."""
+    transport = paramiko.Transport(sock or tcp_connect(node, timeout))
     transport.banner_timeout = timeout
     prefer(transport, kind)
     try:
@@ -116,7 +116,7 @@ def connection(node, user, settings, config, sock):
         "sock": sock,
     }
     cxn = Connection(
-        node.public,
+        node.host,  # the name known_hosts and the pin know it by (a name, not what it resolved to)
         user=user,
         port=node.port,
         # Its own copy: a Connection writes into its config (inline_ssh_env), and Invoke
@@ -132,16 +132,19 @@ def connection(node, user, settings, config, sock):
     return cxn
 
 
-def login(node, user, settings, config, pinned=None):
+def login(node, user, settings, config, pinned=None, sock=None):
     """An open, authenticated Fabric Connection, host key checked strictly.
 
     ``pinned``: the key multinode pinned for this machine (see `pins`), the only
     one accepted; else the keys known_hosts holds for its address. Nothing of
     the user's ssh config applies (``config`` carries an empty one, see
     `isolated`): no agent forwarded to a rented node, no key but the
-    configured identity, no gateway we did not verify.
+    configured identity, no gateway we did not verify. ``sock``: a channel through the jump
+    host or the head (`reach`), whose own connection verified that hop's key; this login
+    verifies the node's own, end to end.
     """
-    cxn = connection(node, user, settings, config, tcp_connect(node, settings.connect_timeout))
+    sock = sock or tcp_connect(node, settings.connect_timeout)
+    cxn = connection(node, user, settings, config, sock)
     client = cxn.client
     client.set_missing_host_key_policy(RefuseUnknown(settings.known_hosts))
     known = client.get_host_keys()

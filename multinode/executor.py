@@ -35,6 +35,14 @@ def needs_nodes(call):
     return getattr(call.task, "needs_nodes", lambda kwargs: True)(call.kwargs)
 
 
+def run_option(calls, name):
+    """The value of an option that holds for the whole run (``--jump``), given on any of its tasks."""
+    given = {str(call.kwargs[name]) for call in calls if call.kwargs.get(name) is not None}
+    if len(given) > 1:
+        raise Exit(f"multinode: two different --{name} in one run: {', '.join(sorted(given))}", code=2)
+    return given.pop() if given else None
+
+
 class ClusterExecutor(Executor):
     session = None
 
@@ -49,11 +57,12 @@ class ClusterExecutor(Executor):
         if self.core is not None and self.core.remainder:
             raise Exit("multinode: `fab -- COMMAND` is not supported; use a task", code=2)
         calls = invoke.Executor.expand_calls(self, calls)
+        self.session.jump_given = run_option(calls, "jump")
         checked = [(call, getattr(call.task, "check_arguments", None)) for call in calls]
         if any(check for _, check in checked):  # every task's arguments, before the first task runs
             self.session.start(self.config)
-            if not self.session.nodes and any(needs_nodes(call) for call in calls):
-                raise self.session.no_cluster.exit()
+            if any(needs_nodes(call) for call in calls):
+                self.session.need_nodes()
             try:
                 for call, check in checked:
                     if check:

@@ -1,78 +1,76 @@
 """The cluster's nodes: parse, validate and remember them.
 
-A node is written ``[USER@]PUBLIC[:PORT]:PRIVATE``; an IPv6 public address
-goes in brackets: ``[2001:db8::5]:2222:10.0.0.5`` (private networks: IPv4).
-Unspecified, loopback, multicast and broadcast addresses are refused.
-``-H`` takes a comma-separated list of nodes, ``@FILE`` for a file, or ``-``
-for standard input; a file holds one node per line, either in that form or
-as the two columns a provider's page shows (``PUBLIC[:PORT]  PRIVATE``).
-Blank lines, ``#`` comments and header lines (no field holding a ``.`` or
-``:``, e.g. ``Public IP   Private IP``) are ignored.
-The first node is the head. Every error is a `BadInput` naming the value.
+A node is written ``[USER@]PUBLIC[:PORT]:PRIVATE``: PUBLIC is an address or a
+DNS name (the laptop resolves it at run time, see `addresses`); an IPv6
+address goes in brackets: ``[2001:db8::5]:2222:10.0.0.5`` (private networks:
+IPv4). An empty PUBLIC (``:PRIVATE``, ``USER@:PORT:PRIVATE``) is a worker with
+no public address, reached through the head. ``-H`` takes a comma-separated
+list of nodes, ``@FILE`` for a file, or ``-`` for standard input (`pasted`).
+The first node is the head. A jump host in front of every node is
+``[USER@]HOST[:PORT]`` (`parse_jump`). Every error is a `BadInput` naming the value.
 """
 
-import ipaddress
 import json
 import os
 import re
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from invoke.exceptions import Exit
-
+from .addresses import DEFAULT_PORT, BadInput, address, bracketed, host, ssh_address
 from .localfiles import write_atomic
+from .pasted import host_specs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-DEFAULT_PORT = 22
-
-
-class BadInput(ValueError):
-    """Input that is refused before anything connects (exit code 2)."""
-
-    def exit(self):
-        """The `Exit` that ends the run: one line naming the value, code 2."""
-        return Exit(f"multinode: {self}", code=2)
+SAFE_RE = re.compile(r"^[A-Za-z0-9_.:@\[\]-]+$")
+__all__ = ["BadInput", "DEFAULT_PORT", "Node", "parse_hosts", "parse_jump", "parse_node", "load_state", "save_state"]
 
 
 @dataclass
 class Node:
     nid: int
     alias: str
-    public: str
+    public: str  # an address, a DNS name, or "" (reached through the head)
     private: str
     port: int = DEFAULT_PORT
     user: str | None = None  # the login user, once known
     explicit_user: bool = False  # given as USER@ by the user: never probed
+    # For one run, never remembered: what a name resolves to; the head a head-only worker is behind.
+    resolved: str = field(default="", compare=False, repr=False)
+    via: str = field(default="", compare=False, repr=False)
+
+    @property
+    def head_only(self):
+        """Whether the node has no public address: the laptop reaches it through the head."""
+        return not self.public
+
+    @property
+    def host(self):
+        """The name ssh uses for the node: its public host, else its private address."""
+        return self.public or self.private
 
     @property
     def address(self):
-        """How ssh names this node in known_hosts: ``addr`` or ``[addr]:port``."""
-        return self.public if self.port == DEFAULT_PORT else f"[{self.public}]:{self.port}"
+        """How ssh names this node in known_hosts: ``host`` or ``[host]:port``."""
+        return ssh_address(self.host, self.port)
+
+    @property
+    def target(self):
+        """Where a connection to the node's sshd goes: a name's resolved address, else its host."""
+        return self.resolved or self.host
+
+    @property
+    def machine(self):
+        """What its host key pin is kept by (see `pins`)."""
+        return (self.public, self.port, self.private, self.via)
+
+    @property
+    def spec(self):
+        """The node as ``-H`` writes it."""
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{bracketed(self.public)}:{self.port}" + (f":{self.private}" if self.private else "")
 
     def same_machine(self, other):
         return (self.public, self.port, self.private) == (other.public, other.port, other.private)
-
-
-def _ip(value, what, spec):
-    if value.startswith("[") and value.endswith("]"):
-        value = value[1:-1]
-        if ":" not in value:
-            raise BadInput(f"bad {what} address {value!r} in {spec!r}: brackets are for IPv6 only")
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        raise BadInput(f"bad {what} address {value!r} in {spec!r}") from None
-    kind = ("unspecified" if ip.is_unspecified else "loopback" if ip.is_loopback else "multicast" if ip.is_multicast
-            else "link-local" if ip.is_link_local else "broadcast" if ip == ipaddress.ip_address("255.255.255.255")
-            else "IPv4-mapped IPv6" if getattr(ip, "ipv4_mapped", None) else None)
-    if kind:
-        raise BadInput(f"bad {what} address {value!r} in {spec!r}: {kind}, not a machine's")
-    if what == "private" and ip.version == 6:
-        # The node script finds the NCCL/Gloo interface, /etc/hosts and Ray by IPv4.
-        raise BadInput(f"bad private address {value!r} in {spec!r}: IPv6 private networks are not supported; "
-                       "give the node's private IPv4 address")
-    return str(ip)
 
 
 def _split_colons(text):
@@ -98,80 +96,54 @@ def _port(value, spec):
     return int(value)
 
 
-SAFE_RE = re.compile(r"^[A-Za-z0-9_.:@\[\]-]+$")
+def _port(value, spec):
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise BadInput(f"bad port {value!r} in {spec!r}: expected 1-65535")
+    return int(value)
+
+
+def _user_and_rest(spec, what="node"):
+    if not spec:
+        raise BadInput(f"empty {what} in the host list" if what == "node" else f"empty {what}")
+    if not SAFE_RE.match(spec):
+        bad = "".join(sorted({ch for ch in spec if not SAFE_RE.match(ch)}))
+        raise BadInput(f"bad {what} {spec!r}: character(s) {bad!r} not allowed")
+    if "@" not in spec:
+        return None, spec
+    user, _, rest = spec.rpartition("@")
+    if not USER_RE.fullmatch(user):
+        raise BadInput(f"bad user name {user!r} in {spec!r}")
+    return user, rest
 
 
 def parse_node(spec, nid=0, prefix="rental"):
-    """Parse one ``[USER@]PUBLIC[:PORT]:PRIVATE`` into a `Node`."""
-    if not spec:
-        raise BadInput("empty node in the host list")
-    if not SAFE_RE.match(spec):
-        bad = "".join(sorted({ch for ch in spec if not SAFE_RE.match(ch)}))
-        raise BadInput(f"bad node {spec!r}: character(s) {bad!r} not allowed")
-    user = None
-    rest = spec
-    if "@" in spec:
-        user, _, rest = spec.rpartition("@")
-        if not USER_RE.fullmatch(user):
-            raise BadInput(f"bad user name {user!r} in {spec!r}")
+    """Parse one ``[USER@]PUBLIC[:PORT]:PRIVATE`` into a `Node` (PUBLIC may be empty: head-only)."""
+    user, rest = _user_and_rest(spec)
     if "[" not in rest and rest.count(":") > 2:
         raise BadInput(f"bad node {spec!r}: put an IPv6 address in brackets, e.g. [2001:db8::1]:PRIVATE")
     parts = _split_colons(rest)
     if len(parts) == 1:
-        raise BadInput(f"bad node {spec!r}: missing private address (PUBLIC:PRIVATE)")
+        raise BadInput(f"bad node {spec!r}: missing private address (PUBLIC:PRIVATE, or :PRIVATE for a worker "
+                       "reached through the head)")
     if len(parts) > 3:
         raise BadInput(f"bad node {spec!r}: expected [USER@]PUBLIC[:PORT]:PRIVATE")
-    public = _ip(parts[0], "public", spec)
+    public = host(parts[0], "public", spec) if parts[0] else ""
     port = _port(parts[1], spec) if len(parts) == 3 else DEFAULT_PORT
-    private = _ip(parts[-1], "private", spec)
+    private = address(parts[-1], "private", spec)
     return Node(nid, f"{prefix}{nid}", public, private, port, user, explicit_user=user is not None)
 
 
-def _is_header(line):
-    return not any("." in field or ":" in field for field in line.split())
-
-
-def table_specs(text):
-    """Node specs from a pasted table or a list file, one node per line.
-
-    Only the first line may be a header: a later line that is not a node is an
-    error naming it (dropping it would leave the cluster a node short)."""
-    specs, first = [], True
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if _is_header(line):
-            if first:
-                first = False
-                continue
-            raise BadInput(f"bad line {number} {line!r}: not a node (PUBLIC[:PORT] PRIVATE); "
-                           "only the first line may be a header")
-        first = False
-        fields = line.split()
-        if len(fields) == 1:
-            specs.append(fields[0])
-        elif len(fields) == 2:
-            user, at, public = fields[0].rpartition("@")
-            if public.count(":") > 1 and not public.startswith("["):  # an IPv6 address alone in its column
-                public = f"[{public}]"
-            specs.append(f"{user}{at}{public}:{fields[1]}")
-        else:
-            raise BadInput(f"bad line {number} {line!r}: expected PUBLIC[:PORT] PRIVATE")
-    return specs
-
-
-def host_specs(hosts, stdin=None):
-    """Node specs from a ``-H`` value: ``a,b,...``, ``@FILE`` or ``-``."""
-    if hosts == "-":
-        return table_specs((stdin or sys.stdin).read())
-    if hosts.startswith("@"):
-        path = Path(hosts[1:]).expanduser()
-        try:
-            return table_specs(path.read_text())
-        except OSError as exc:
-            raise BadInput(f"cannot read host list {hosts[1:]!r}: {exc.strerror}") from None
-    return [s.strip() for s in hosts.split(",")]
+def parse_jump(spec, prefix="rental"):
+    """The jump host ``[USER@]HOST[:PORT]`` as a `Node` of its own (alias ``rental-jump``), or None."""
+    if spec is None or spec == "":
+        return None
+    user, rest = _user_and_rest(spec, "jump host")
+    parts = _split_colons(rest)
+    if len(parts) > 2 or not parts[0]:
+        raise BadInput(f"bad jump host {spec!r}: expected [USER@]HOST[:PORT] (an IPv6 address in brackets)")
+    public = host(parts[0], "jump", spec)
+    port = _port(parts[1], spec) if len(parts) == 2 else DEFAULT_PORT
+    return Node(-1, f"{prefix}-jump", public, "", port, user, explicit_user=user is not None)
 
 
 def parse_hosts(hosts, prefix="rental", stdin=None):
@@ -180,14 +152,24 @@ def parse_hosts(hosts, prefix="rental", stdin=None):
     if not specs or specs == [""]:
         raise BadInput("no nodes given: expected -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
     nodes = [parse_node(spec, i, prefix) for i, spec in enumerate(specs)]
-    for attr, what in (("public", "public address"), ("private", "private address")):
+    check_cluster(nodes, lambda node: f"bad node {specs[node.nid]!r}")
+    return nodes
+
+
+def check_cluster(nodes, name):
+    """What no cluster may be: a head without a public address, two nodes at one address."""
+    if nodes[0].head_only:
+        raise BadInput(f"{name(nodes[0])}: the head (the first node) needs a public address; :PRIVATE is a "
+                       "worker the head reaches")
+    for attr, what in (("private", "private address"), ("address", "public address")):
         seen = {}
         for node in nodes:
-            key = (node.public, node.port) if attr == "public" else node.private
+            key = getattr(node, attr)
             if key in seen:
-                raise BadInput(f"duplicate {what} {getattr(node, attr)!r} ({seen[key]} and {node.alias})")
+                shown = node.host if attr == "address" else node.private
+                raise BadInput(f"duplicate {what if node.public or attr == 'private' else 'address'} {shown!r} "
+                               f"({seen[key]} and {node.alias})")
             seen[key] = node.alias
-    return nodes
 
 
 def state_path(config_value=None):
@@ -222,8 +204,7 @@ def node_from_state(data, index):
     public, private = data["public"], data["private"]
     if not isinstance(public, str) or not isinstance(private, str):
         raise ValueError(f"node #{index}: addresses must be text")
-    pub = f"[{public}]" if ":" in public else public
-    again = parse_node(f"{user + '@' if user else ''}{pub}:{port}:{private}", nid)
+    again = parse_node(f"{user + '@' if user else ''}{bracketed(public)}:{port}:{private}", nid)
     if (again.public, again.private, again.port) != (public, private, port):
         raise ValueError(f"node #{index} is not in canonical form")
     again.explicit_user = explicit
@@ -231,43 +212,56 @@ def node_from_state(data, index):
     return again
 
 
-def load_state(path):
-    """The remembered nodes, or None when there is no remembered cluster."""
+def load_cluster(path):
+    """The remembered nodes and jump host ((None, None) when there is no remembered cluster),
+    every field checked as ``-H`` and ``--jump`` check theirs."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
     try:
-        if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
-            raise ValueError("expected {\"nodes\": [...]} with at least one node")
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"] \
+                or set(data) - {"nodes", "jump"}:
+            raise ValueError("expected {\"nodes\": [...]} with at least one node (and a \"jump\")")
         nodes = [node_from_state(node, i) for i, node in enumerate(data["nodes"])]
         nids = [n.nid for n in nodes]
         if len(set(nids)) != len(nids):
             raise ValueError("two nodes have the same nid")
-        for attr in ("private", "address"):
-            values = [getattr(n, attr) for n in nodes]
-            if len(set(values)) != len(values):
-                raise ValueError(f"two nodes have the same {attr}")
+        check_cluster(nodes, lambda node: f"node #{nodes.index(node)}")
+        jump = data.get("jump")
+        if jump is not None and not isinstance(jump, str):
+            raise ValueError(f"jump {jump!r} is not text")
+        jump = parse_jump(jump)
+        if jump is not None and jump.spec != data["jump"]:
+            raise ValueError(f"jump {data['jump']!r} is not in canonical form")
     except BadInput as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc} (pass -H to give the cluster again)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {reason} (pass -H to give the cluster again)") from None
-    return nodes
+    return nodes, jump
 
 
-def save_state(path, nodes):
-    text = json.dumps({"nodes": [asdict(n) for n in nodes]}, indent=2) + "\n"
-    return write_atomic(path, text, mode=0o600, backup=False)
+def load_state(path):
+    """The remembered nodes, or None when there is no remembered cluster."""
+    return load_cluster(path)[0]
+
+
+def save_state(path, nodes, jump=None):
+    """Remember ``nodes`` (and the ``jump`` host in front of them); what a run resolved is not kept."""
+    data = {"nodes": [{k: v for k, v in asdict(n).items() if k in NODE_FIELDS} for n in nodes]}
+    if jump is not None:
+        data["jump"] = jump.spec
+    return write_atomic(path, json.dumps(data, indent=2) + "\n", mode=0o600, backup=False)
 
 
 def adopt_known_users(nodes, remembered):
     """Keep users detected earlier for machines that are still the same."""
-    by_public = {(n.public, n.port): n for n in remembered or []}
+    by_address = {n.address: n for n in remembered or []}
     for node in nodes:
-        old = by_public.get((node.public, node.port))
+        old = by_address.get(node.address)
         if node.user is None and old is not None and old.same_machine(node):
             node.user = old.user
     return nodes

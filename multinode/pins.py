@@ -1,45 +1,53 @@
 """Host key pins: every machine whose key multinode recorded, whatever cluster ran since.
 
-A machine is its (public address, port, private address). Once `hostkeys`
-records its key, that key is pinned in ``pins.json`` beside the remembered
-cluster (``~/.config/multinode/pins.json``, 0600), for every cluster you have
-set up at once: a later ``-H`` of another cluster does not release it. A pinned
+A machine is its (public host, port, private address): the public host as
+given (an address, or a DNS name: the pin is kept by the name, as OpenSSH
+keeps its known_hosts entry, whatever the name resolves to today). A worker
+without a public address is its private address as seen from its head (the
+head's address is part of the pin: private addresses repeat across
+providers); a jump host is its host and port. Once `hostkeys` records its key,
+that key is pinned in ``pins.json`` beside the remembered cluster
+(``~/.config/multinode/pins.json``, 0600), for every cluster you have set up
+at once: a later ``-H`` of another cluster does not release it. A pinned
 machine offering another key is refused, by `hostkeys` and by every login,
-until you say it was reinstalled (``--reinstalled``), forget it (``fab hostkeys
---forget ADDR``) or give it back (``teardown``, which says which pins it
-forgets). An address whose machine was never pinned, or was given back, is a
-new rental: its key is recorded.
+until you say it was reinstalled (``--reinstalled``), forget it (``fab
+hostkeys --forget ADDR``) or give it back (``teardown``, which says which pins
+it forgets). An address whose machine was never pinned, or was given back, is
+a new rental: its key is recorded.
 
 Pins older than this file came from the remembered cluster's known_hosts
 entries: on first use those are pinned, as multinode pinned them before.
 """
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from paramiko.hostkeys import HostKeyEntry
 
+from .addresses import address, host, ssh_address
 from .sshfiles import best_of, fingerprint, keys_of, known_host_entries
-from .inventory import BadInput, DEFAULT_PORT, load_state, parse_node
+from .inventory import BadInput, load_state
 from .localfiles import locked, read_text, write_atomic
 
 @dataclass
 class Pin:
-    public: str
+    public: str  # "" for a worker reached through its head
     port: int
-    private: str
+    private: str  # "" for a jump host
     key: str  # "TYPE BASE64", as known_hosts holds it
     since: str = ""
+    via: str = ""  # the head a worker without a public address is reached through
 
     @property
     def machine(self):
-        return (self.public, self.port, self.private)
+        return (self.public, self.port, self.private, self.via)
 
     @property
     def address(self):
-        return self.public if self.port == DEFAULT_PORT else f"[{self.public}]:{self.port}"
+        return ssh_address(self.public or self.private, self.port)
 
 
 def pins_path(state):
@@ -62,21 +70,24 @@ def shown(text):
 
 
 def _pin(data, index):
-    if not isinstance(data, dict) or set(data) - {"public", "port", "private", "key", "since"}:
+    if not isinstance(data, dict) or set(data) - {"public", "port", "private", "key", "since", "via"}:
         raise ValueError(f"pin #{index}: unexpected fields")
     port = data.get("port")
-    if isinstance(port, bool) or not isinstance(port, int):
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"pin #{index}: bad port {port!r}")
-    public, private, key = data.get("public"), data.get("private"), data.get("key")
-    if not all(isinstance(v, str) for v in (public, private, key)):
+    public, private, key, via = data.get("public"), data.get("private"), data.get("key"), data.get("via", "")
+    if not all(isinstance(v, str) for v in (public, private, key, via)):
         raise ValueError(f"pin #{index}: addresses and key must be text")
-    pub = f"[{public}]" if ":" in public else public
-    node = parse_node(f"{pub}:{port}:{private}")
+    what = f"pin #{index}"
+    canonical = (host(public, "public", what) if public else "", address(private, "private", what) if private else "")
+    if canonical != (public, private) or not (public or private) or bool(via) == bool(public) \
+            or not re.fullmatch(r"[a-z0-9.:\[\]-]*", via):
+        raise ValueError(f"{what}: not a machine (public {public!r}, private {private!r}, via {via!r})")
     try:
         as_key(key)
     except Exception:  # noqa: BLE001  any damage: not a key
-        raise ValueError(f"pin #{index}: not a host key") from None
-    return Pin(node.public, node.port, node.private, key, str(data.get("since", "")))
+        raise ValueError(f"{what}: not a host key") from None
+    return Pin(public, port, private, key, str(data.get("since", "")), via)
 
 
 class Pins:
@@ -101,7 +112,7 @@ class Pins:
 
     def get(self, node):
         """The pinned key text of ``node``'s machine, or None."""
-        return next((p.key for p in self.pins if p.machine == (node.public, node.port, node.private)), None)
+        return next((p.key for p in self.pins if p.machine == node.machine), None)
 
     def save(self, change):
         """Apply ``change(pins)`` (it edits the list) to the file as it is now (another run may
@@ -111,8 +122,8 @@ class Pins:
             current = [_pin(p, i) for i, p in enumerate(json.loads(text)["pins"])] if text else list(self.pins)
             change(current)
             self.pins = current
-            write_atomic(self.path, json.dumps({"pins": [asdict(p) for p in current]}, indent=2) + "\n",
-                         mode=0o600, backup=False)
+            rows = [{k: v for k, v in asdict(p).items() if v or k != "via"} for p in current]  # "via" where set
+            write_atomic(self.path, json.dumps({"pins": rows}, indent=2) + "\n", mode=0o600, backup=False)
 
     def pin(self, nodes_keys):
         """Pin each (node, key) given: the key now recorded for that machine."""
@@ -120,13 +131,12 @@ class Pins:
 
         def change(pins):
             for node, key in nodes_keys:
-                machine = (node.public, node.port, node.private)
-                old = next((p for p in pins if p.machine == machine), None)
+                old = next((p for p in pins if p.machine == node.machine), None)
                 if old is not None and old.key == key_text(key):
                     continue
                 if old is not None:
                     pins.remove(old)
-                pins.append(Pin(node.public, node.port, node.private, key_text(key), today))
+                pins.append(Pin(node.public, node.port, node.private, key_text(key), today, node.via))
 
         self.save(change)
 
@@ -152,5 +162,6 @@ def seeded(state, known_hosts):
     pins = []
     for node in remembered:
         for key in best_of(keys_of(entries, node.address))[:1]:
-            pins.append(Pin(node.public, node.port, node.private, key_text(key)))
+            if node.public:  # pins before this file: nodes with a public address only
+                pins.append(Pin(node.public, node.port, node.private, key_text(key)))
     return pins

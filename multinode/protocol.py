@@ -26,6 +26,7 @@ TAGS = {
     "CHECK": "CHECK NAME ok|failed|skipped REASON: one check of verify's checklist (verify.sh, steps/*)",
     "FACT": "FACT NAME VALUE: what one job needs alike on every node (steps/gpu)",
     "PYTHON": "PYTHON venv|system VERSION: which Python ran verify's probe (verify_probe.py)",
+    "IFACE": "IFACE NAME|none: the interface carrying the node's private address, NCCL's and Gloo's (verify.sh)",
     "PAIR": "PAIR PRIVATE_IP ok|refused|no route|timeout|...: one pair probe (verify_probe.py, verify.sh)",
     "END": "END checklist|teardown|status: the script ran to its end (verify.sh, teardown.sh, status.sh)",
     "REACH": "REACH ALIAS ok|failed DETAIL: the head reached a worker by its alias (head_ssh.sh)",

@@ -30,14 +30,15 @@ class Reporter:
             f"{MARK.get(status, status):<7}  {detail}".rstrip()
         )
 
-    def summary(self, nodes, failed):
-        """Closing lines: how many nodes are fine, and each failure's reason."""
-        ok = len(nodes) - len(failed)
+    def summary(self, nodes, failed, hops=()):
+        """Closing lines: how many nodes are fine, and each failure's reason (a failed ``hops``' too:
+        the jump host every node is reached through)."""
+        ok = sum(1 for node in nodes if node.alias not in failed)
         if not failed:
             self.write(f"all {len(nodes)} node(s) ok")
             return
         self.write(f"{ok} of {len(nodes)} node(s) ok; failed:")
-        for node in nodes:
+        for node in list(hops) + list(nodes):
             if node.alias in failed:
                 task, reason = failed[node.alias]
                 self.write(f"  {node.alias:<{self.alias_w}}  {node.address:<{self.addr_w}}  {task}: {reason}")

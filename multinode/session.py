@@ -13,12 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import paramiko
 from invoke.exceptions import Exit
 
 from .config import options, settings
-from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login
-from .inventory import BadInput, adopt_known_users, load_state, parse_hosts, save_state
+from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login, tcp_connect
+from .inventory import BadInput, adopt_known_users, load_cluster, parse_hosts, parse_jump, save_state
+from .arguments import checks_arguments, named_nodes, number_arg  # noqa: F401  the tasks import them from here
 from .pins import Pins, as_key
+from .reach import hop_of, resolve_names, show, through
 from .progress import Progress
 from .report import Reporter
 
@@ -28,40 +31,6 @@ class Outcome:
     status: str  # "ok" or "changed"
     detail: str = ""
     value: object = None
-
-
-def checks_arguments(check):
-    """Give a task ``check(session, **arguments)``, which the executor runs on every
-    task's arguments before the first task starts: a bad one (`BadInput`) stops the
-    run with exit 2 before anything connects or is written."""
-    def attach(task):
-        task.check_arguments = check
-        return task
-    return attach
-
-
-def number_arg(flag, given, default, kind, low, high, unit=""):
-    """A task's numeric option: ``given`` (``default`` when None) as ``kind``, from ``low`` to ``high``."""
-    value = default if given is None else given
-    try:
-        value = kind(value)
-        if not low <= value <= high:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise BadInput(f"bad --{flag} {given!r}: {low:g} to {high:g}" + (f" ({unit})" if unit else "")) from None
-    return value
-
-
-def named_nodes(session, value, flag, also=""):
-    """The nodes a comma-separated option names (aliases or addresses), in that order; a bad name is `BadInput`."""
-    found = []
-    for name in (v.strip() for v in str(value).split(",") if v.strip()):
-        node = session.find(name)
-        if node is None:
-            raise BadInput(f"bad --{flag} {name!r}: not a node of this cluster "
-                           f"({', '.join(n.alias for n in session.nodes)}, their addresses{also})")
-        found.append(node)
-    return found
 
 
 def session_of(c, nodes=True):
@@ -74,8 +43,8 @@ def session_of(c, nodes=True):
             code=2,
         )
     session.start(c.config)
-    if nodes and not session.nodes:
-        raise session.no_cluster.exit()
+    if nodes:
+        session.need_nodes()
     return session
 
 
@@ -94,11 +63,16 @@ class Session:
         self.check_seconds = {}  # verify's round trip per node
         self.connect_seconds = {}  # each node's login (TCP, key exchange, authentication), once per run
         self.facts = {}  # verify's facts per node (GPU, driver, CUDA, Python, torch, packages)
+        self.interfaces = {}  # verify's word for each node's NCCL/Gloo interface
         self.pairs = []  # verify's unreachable pairs of nodes
         self.interrupted = False
         self.remember = True  # False: this run writes nothing on the laptop (a dry run)
         self.touched = set()  # aliases of the nodes this run's tasks worked on (the summary counts these)
         self.collection = None  # the run's tasks (set by the executor), which run_task finds by name
+        self.jump_given = None  # --jump of a task of this run (set by the executor), "none": no jump host
+        self.jump = None  # the jump host in front of every node, as a Node of its own
+        self.unresolved = None  # a name that did not resolve: the run stops before a task needs the nodes
+        self.unreachable = {}  # alias -> why its login failed (a hop's failure is told to every node behind it)
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -109,23 +83,49 @@ class Session:
             self.options = options(config)  # the node tasks' config, checked before any connection
             if not self.settings.identity.is_file():
                 raise BadInput(f"identity file {str(self.settings.identity)!r} not found (set multinode.identity or -i)")
-            remembered = load_state(self.settings.state)
+            remembered, remembered_jump = load_cluster(self.settings.state)
             # A task that needs nodes stops here without them (session_of); one that does not
             # (hostkeys --forget) goes on.
             self.no_cluster = BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
             nodes = adopt_known_users(self.given, remembered) if self.given else remembered or []
             self.remembered = remembered or []
             self.pins = Pins.load(self.settings.state, self.settings.known_hosts)
+            self.jump = self.jump_host(remembered_jump, remembered)
         except BadInput as exc:
             raise exc.exit() from None
         for node in nodes:
             node.alias = f"{self.settings.alias_prefix}{node.nid}"
+            node.via = nodes[0].address if node.head_only else ""
+        try:
+            show(resolve_names(nodes, self.jump))
+        except BadInput as exc:
+            self.unresolved = exc
         # Set here, once, before any thread: Invoke's config is not safe to change concurrently.
         config.runners.remote = WaitingRemote
         self.config = isolated(config)
-        self.locks = {n.alias: threading.Lock() for n in nodes}
-        self.report = Reporter(nodes)
+        self.locks = {n.alias: threading.Lock() for n in nodes + ([self.jump] if self.jump else [])}
+        self.report = Reporter(nodes + ([self.jump] if self.jump else []))  # widths: the jump host's lines too
         self.nodes = nodes
+
+    def jump_host(self, remembered, nodes):
+        """The jump host of this run: ``--jump`` (``none``: no jump host), else ``multinode.jump``,
+        else, for the remembered cluster (``-H`` naming the same machines too), the one it was set up with."""
+        prefix = self.settings.alias_prefix
+        for spec in (self.jump_given, self.settings.jump):
+            if spec:
+                return None if spec == "none" else parse_jump(spec, prefix)
+        same = not self.given or [n.address for n in self.given] == [n.address for n in nodes or []]
+        if remembered is not None and same:
+            remembered.alias = f"{prefix}-jump"
+            return remembered
+        return None
+
+    def need_nodes(self):
+        """Stop the run (exit 2) where a task needs the nodes and there are none, or a name did not resolve."""
+        if not self.nodes:
+            raise self.no_cluster.exit()
+        if self.unresolved is not None:
+            raise self.unresolved.exit()
 
     def run_task(self, c, name, **arguments):
         """Run the task ``name`` of this run's collection: a task that composes others (setup)
@@ -228,14 +228,20 @@ class Session:
             cxn = self.conns.get(node.alias)
             if cxn is not None:
                 return cxn
+            if node.alias in self.unreachable:  # tried in this run already (a hop, for a node behind it)
+                raise NodeError(self.unreachable[node.alias])
             tried, started = [], time.monotonic()
             for user in self.candidates(node):
                 pinned = self.pins.get(node)
                 try:
-                    cxn = login(node, user, self.settings, self.config, as_key(pinned) if pinned else None)
+                    cxn = login(node, user, self.settings, self.config, as_key(pinned) if pinned else None,
+                                self.socket_to(node))
                 except AuthFailed:
                     tried.append(user)
                     continue
+                except NodeError as exc:
+                    self.unreachable[node.alias] = str(exc)
+                    raise
                 node.user = user
                 self.conns[node.alias] = cxn
                 self.connect_seconds[node.alias] = round(time.monotonic() - started, 3)
@@ -243,12 +249,26 @@ class Session:
                     cxn.close()
                     raise NodeError("interrupted")
                 return cxn
-            raise NodeError(f"no login user worked (tried {', '.join(tried)} with key {self.settings.identity})")
+            self.unreachable[node.alias] = f"no login user worked (tried {', '.join(tried)} with key {self.settings.identity})"
+            raise NodeError(self.unreachable[node.alias])
+
+    def socket_to(self, node):
+        """A fresh socket to ``node``'s sshd: TCP, or a channel through its hop (see `reach`)."""
+        hop = hop_of(node, self.head, self.jump)
+        if hop is None:
+            return tcp_connect(node, self.settings.connect_timeout)
+        return through(node, hop, self.connection, self.settings.connect_timeout)
 
     def close(self):
-        for alias, cxn in list(self.conns.items()):
-            cxn.close()
-            self.conns.pop(alias, None)
+        # The nodes behind a hop first, then the head, the jump host last (each carries the ones before).
+        hops = [n.alias for n in ([self.head] if self.nodes else []) + ([self.jump] if self.jump else [])]
+        for alias in sorted(self.conns, key=lambda a: hops.index(a) + 1 if a in hops else 0):
+            cxn = self.conns.pop(alias, None)
+            try:
+                if cxn is not None:
+                    cxn.close()
+            except (EOFError, OSError, paramiko.SSHException):  # its hop went first (Ctrl-C): closed all the same
+                pass
 
     def abort(self):
         """A task stopped the run: close; after Ctrl-C, still remember the cluster.
@@ -257,7 +277,7 @@ class Session:
         """
         self.close()
         if self.interrupted and self.nodes:
-            save_state(self.settings.state, self.nodes)
+            save_state(self.settings.state, self.nodes, self.jump)
 
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""
@@ -265,9 +285,9 @@ class Session:
         if not self.nodes:
             return
         if self.remember:
-            save_state(self.settings.state, self.nodes)
+            save_state(self.settings.state, self.nodes, self.jump)
         # The nodes the run worked on (`exec --nodes` picks some), else all of them.
         worked = [n for n in self.nodes if n.alias in self.touched or n.alias in self.failed]
-        self.report.summary(worked or self.nodes, self.failed)
+        self.report.summary(worked or self.nodes, self.failed, hops=[self.jump] if self.jump else [])
         if self.failed:
             raise Exit(code=1)

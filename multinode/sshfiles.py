@@ -8,9 +8,13 @@ win over the user's wildcard entries, and ends with ``Host *`` so the user's
 own top-level options still apply to every host.
 """
 
+import os
+import pwd
+from pathlib import Path
+
 from paramiko.hostkeys import HostKeyEntry, HostKeys
 
-from .inventory import DEFAULT_PORT
+from .addresses import DEFAULT_PORT
 from .localfiles import locked, read_text, replace_block, write_atomic
 
 # Host key types, best first: where several are recorded for a machine, the best is used
@@ -134,26 +138,43 @@ def _arg(value):
     return f'"{value}"' if any(ch.isspace() for ch in value) else value
 
 
-def ssh_config_block(nodes, identity):
-    """The ``Host rentalN`` entries for ``nodes``."""
+def openssh_known_hosts():
+    """The known_hosts OpenSSH reads by default: under the passwd home, whatever $HOME says."""
+    return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh" / "known_hosts"
+
+
+def _host(alias, hostname, user, port, identity, known_hosts, proxy):
+    lines = [f"Host {alias}", f"    HostName {hostname}"]
+    if user:
+        lines.append(f"    User {user}")
+    if port != DEFAULT_PORT:
+        lines.append(f"    Port {port}")
+    lines += [f"    IdentityFile {_arg(identity)}", "    IdentitiesOnly yes"]
+    if known_hosts is not None and Path(known_hosts) != openssh_known_hosts():
+        lines.append(f"    UserKnownHostsFile {_arg(known_hosts)}")  # where hostkeys recorded the keys
+    if proxy:
+        lines.append(f"    ProxyJump {proxy}")
+    return lines
+
+
+def ssh_config_block(nodes, identity, jump=None, known_hosts=None):
+    """The ``Host rentalN`` entries for ``nodes`` (HostName: the public host as given, a name
+    too, which OpenSSH verifies by that name), through the ``jump`` host's alias where there
+    is one; a worker without a public address by its private address, through the head's alias."""
     lines = []
+    if jump is not None:
+        lines += _host(jump.alias, jump.public, jump.user, jump.port, identity, known_hosts, None)
     for node in nodes:
-        lines.append(f"Host {node.alias}")
-        lines.append(f"    HostName {node.public}")
-        if node.user:
-            lines.append(f"    User {node.user}")
-        if node.port != DEFAULT_PORT:
-            lines.append(f"    Port {node.port}")
-        lines.append(f"    IdentityFile {_arg(identity)}")
-        lines.append("    IdentitiesOnly yes")
+        proxy = nodes[0].alias if node.head_only else jump.alias if jump is not None else None
+        lines += _host(node.alias, node.host, node.user, node.port, identity, known_hosts, proxy)
     lines.append("Host *")
     return "\n".join(lines)
 
 
-def write_ssh_config(path, nodes, identity):
+def write_ssh_config(path, nodes, identity, jump=None, known_hosts=None):
     """Put our block into ``path``; return True when the file changed."""
     with locked(path):
-        text = replace_block(read_text(path), BLOCK, ssh_config_block(nodes, identity))
+        text = replace_block(read_text(path), BLOCK, ssh_config_block(nodes, identity, jump, known_hosts))
         return write_atomic(path, text, mode=0o600)
 
 

@@ -123,3 +123,35 @@ def test_damaged_lines_are_skipped_by_every_reader(tmp_path):
     assert [k.get_base64() for k in verified_keys(path, nodes)["rental1"]] == [key.get_base64()]
     text, changed = update_known_hosts(path.read_text(), {"198.18.0.11": key})
     assert changed == {"198.18.0.11": False}
+
+
+def test_pins_of_names_head_only_workers_and_a_jump_host(tmp_path):
+    import json
+
+    import pytest
+
+    from multinode.inventory import BadInput, parse_hosts, parse_jump
+    from multinode.pins import Pins
+
+    state = tmp_path / "cluster.json"
+    head, worker = parse_hosts("gpu0.example:10.0.0.7,:10.0.0.8")
+    worker.via = head.address
+    jump = parse_jump("admin@bastion.example:2200")
+    keys = {n.alias: _key() for n in (head, worker, jump)}
+    pins = Pins.load(state, tmp_path / "known_hosts")
+    pins.pin([(n, keys[n.alias]) for n in (head, worker, jump)])
+    again = Pins.load(state, tmp_path / "known_hosts")
+    assert {n.alias: again.get(n) for n in (head, worker, jump)} == {
+        alias: f"{k.get_name()} {k.get_base64()}" for alias, k in keys.items()}
+    assert [p.address for p in again.pins] == ["gpu0.example", "10.0.0.8", "[bastion.example]:2200"]
+    # The same private address behind another head is another machine: not pinned.
+    other = parse_hosts("gpu9.example:10.0.0.7,:10.0.0.8")[1]
+    other.via = "gpu9.example"
+    assert again.get(other) is None
+    path = tmp_path / "pins.json"
+    data = json.loads(path.read_text())
+    assert data["pins"][1]["via"] == "gpu0.example" and "via" not in data["pins"][0]
+    del data["pins"][1]["via"]  # a head-only worker's pin without its head: refused, not guessed
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadInput, match="pin #1: not a machine"):
+        Pins.load(state, tmp_path / "known_hosts")

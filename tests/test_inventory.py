@@ -1,10 +1,13 @@
 """Unit tests: parsing and validating node lists (no network)."""
 
 import io
+import json
+import re
 
 import pytest
 
-from multinode.inventory import BadInput, Node, adopt_known_users, load_state, parse_hosts, parse_node, save_state
+from multinode.inventory import (BadInput, Node, adopt_known_users, load_state, parse_hosts, parse_jump, parse_node,
+                                 save_state)
 
 # Strings only: these addresses are parsed, never connected to.
 
@@ -60,7 +63,15 @@ BAD = [
     ("198.18.0.10:", "''", "private"),
     ("198.18.0.300:198.19.0.10", "'198.18.0.300'", "public"),
     ("198.18.0.10:198.19.0.256", "'198.19.0.256'", "private"),
-    ("host.example:198.19.0.10", "'host.example'", "public"),
+    ("host_x.example:198.19.0.10", "'host_x.example'", "public"),
+    ("-oProxyCommand.example:198.19.0.10", "'-oProxyCommand.example'", "not a DNS name"),
+    ("a..example:198.19.0.10", "'a..example'", "not a DNS name"),
+    ("198.18.0.256:198.19.0.10", "'198.18.0.256'", "public address"),
+    ("host.example:node1.example", "'node1.example'", "private address"),
+    (":198.19.0.10", "':198.19.0.10'", "the head (the first node) needs a public address"),
+    ("198.18.0.10:198.19.0.10,:198.19.0.10", "'198.19.0.10'", "duplicate private"),
+    ("198.19.0.11:198.19.0.10,:198.19.0.11", "'198.19.0.11'", "duplicate address"),
+    ("host.example:198.19.0.10,HOST.example:198.19.0.11", "'host.example'", "duplicate public"),
     ("198.18.0.10:198.19.0.10,198.18.0.10:198.19.0.11", "'198.18.0.10'", "duplicate public"),
     ("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.10", "'198.19.0.10'", "duplicate private"),
     ("198.18.0.10;reboot:198.19.0.10", "';'", "not allowed"),
@@ -115,3 +126,135 @@ def test_state_round_trip_and_users_adopted_only_for_same_machine(tmp_path):
     new = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.99")
     adopt_known_users(new, loaded)
     assert [n.user for n in new] == ["ubuntu", None]
+
+
+# -- names, workers without a public address, provider ssh lines, the jump host (issue 25) ----------
+
+
+def test_dns_names_are_kept_lowercase_and_pinned_as_openssh_names_them():
+    head, worker = parse_hosts("Head.Example.com:10.0.0.7,root@ssh5.vast.ai:41234:10.0.0.8")
+    assert (head.public, head.address, head.target) == ("head.example.com", "head.example.com", "head.example.com")
+    assert (worker.public, worker.port, worker.address) == ("ssh5.vast.ai", 41234, "[ssh5.vast.ai]:41234")
+    assert parse_node("gpubox:10.0.0.9").public == "gpubox"  # a name of one label (a hosts file's)
+    worker.resolved = "203.0.113.8"  # for one run: where connections go, never what is pinned or remembered
+    assert worker.target == "203.0.113.8" and worker.machine == ("ssh5.vast.ai", 41234, "10.0.0.8", "")
+
+
+def test_workers_without_a_public_address_are_reached_through_the_head():
+    nodes = parse_hosts("203.0.113.7:10.0.0.7,:10.0.0.8,ubuntu@:2222:10.0.0.9")
+    assert [(n.head_only, n.public, n.host, n.address, n.user) for n in nodes] == [
+        (False, "203.0.113.7", "203.0.113.7", "203.0.113.7", None),
+        (True, "", "10.0.0.8", "10.0.0.8", None),
+        (True, "", "10.0.0.9", "[10.0.0.9]:2222", "ubuntu"),
+    ]
+
+
+def test_a_pasted_provider_ssh_command_line_with_the_private_address_beside_it():
+    table = """SSH command                                           Private IP
+    ssh -p 41234 root@ssh5.vast.ai -L 8080:localhost:8080   10.0.0.7
+    ssh -A -l ubuntu -p2222 gpu1.example.com                10.0.0.8
+    ssh://user@[2001:db8::9]:2200                           10.0.0.9
+    :10.0.0.10
+    """
+    nodes = parse_hosts("-", stdin=io.StringIO(table))
+    assert [(n.user, n.public, n.port, n.private) for n in nodes] == [
+        ("root", "ssh5.vast.ai", 41234, "10.0.0.7"), ("ubuntu", "gpu1.example.com", 2222, "10.0.0.8"),
+        ("user", "2001:db8::9", 2200, "10.0.0.9"), (None, "", 22, "10.0.0.10")]
+
+
+BAD_LINES = [
+    ("ssh -J bastion root@a.example 10.0.0.7", "ssh option '-J'"),
+    ("ssh -o ProxyCommand=sh root@a.example 10.0.0.7", "ssh option '-o'"),
+    ("ssh -p 41234 root@a.example", "the last column, 'root@a.example', must be the node's private address"),
+    ("ssh root@a.example b.example 10.0.0.7", "two destinations"),
+    ("ssh -l root user@a.example 10.0.0.7", "two users"),
+    ("ssh -p 22 'a;b' 10.0.0.7", "not allowed"),
+    ("ssh -p x root@a.example 10.0.0.7", "bad port 'x'"),
+    ("ssh -p 22 -- 10.0.0.7", "ssh option '--'"),
+    ("ssh root@a.example", "expected the private address"),
+]
+
+
+@pytest.mark.parametrize("line,why", BAD_LINES)
+def test_a_pasted_ssh_line_is_read_or_refused_naming_it(line, why):
+    with pytest.raises(BadInput) as err:
+        parse_hosts("-", stdin=io.StringIO("203.0.113.7 10.0.0.1\n" + line + "\n"))
+    assert why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_jump_host():
+    jump = parse_jump("admin@Bastion.Example.com:2200")
+    assert (jump.alias, jump.public, jump.port, jump.user, jump.private) == (
+        "rental-jump", "bastion.example.com", 2200, "admin", "")
+    assert jump.spec == "admin@bastion.example.com:2200" and jump.address == "[bastion.example.com]:2200"
+    assert parse_jump("[2001:db8::1]").spec == "[2001:db8::1]:22" and parse_jump("") is None
+    for bad, why in [("-oProxyCommand=x", "'='"), ("a:b:c", "expected [USER@]HOST[:PORT]"), ("Root@b.example", "user"),
+                     ("127.0.0.1", "loopback"), ("b.example:0", "port"), ("@b.example", "user name ''")]:
+        with pytest.raises(BadInput, match=re.escape(why)):
+            parse_jump(bad)
+
+
+def test_names_resolved_on_the_laptop_and_refused_when_they_point_nowhere_or_home(monkeypatch):
+    import socket
+
+    from multinode.reach import resolve_names
+
+    answers = {"head.example": "203.0.113.7", "home.example": "127.0.0.1", "v6.example": "fe80::1%eth0"}
+
+    def getaddrinfo(name, port, *args, **kwargs):
+        if name not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        family = socket.AF_INET6 if ":" in answers[name] else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (answers[name], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    nodes = parse_hosts("head.example:10.0.0.7,203.0.113.8:10.0.0.8,:10.0.0.9")
+    assert resolve_names(nodes, None) == ["rental0 head.example is 203.0.113.7"]
+    assert [n.target for n in nodes] == ["203.0.113.7", "203.0.113.8", "10.0.0.9"]
+    for name, why in [("gone.example", "rental1: name 'gone.example' does not resolve on this laptop (Name or service "
+                                       "not known)"),
+                      ("home.example", "rental1: name 'home.example' resolves to 127.0.0.1: loopback, not a machine's"),
+                      ("v6.example", "rental1: name 'v6.example' resolves to fe80::1: link-local")]:
+        with pytest.raises(BadInput, match=re.escape(why)):
+            resolve_names(parse_hosts(f"head.example:10.0.0.7,{name}:10.0.0.8"), None)
+    with pytest.raises(BadInput, match="rental-jump: name 'gone.example'"):
+        resolve_names([], parse_jump("gone.example"))
+
+
+def test_the_remembered_cluster_keeps_names_head_only_workers_and_its_jump_host(tmp_path):
+    from multinode.inventory import load_cluster
+
+    path = tmp_path / "cluster.json"
+    nodes = parse_hosts("head.example:10.0.0.7,:2222:10.0.0.8")
+    nodes[0].resolved = "203.0.113.7"
+    save_state(path, nodes, parse_jump("admin@bastion.example"))
+    data = json.loads(path.read_text())
+    assert data["jump"] == "admin@bastion.example:22" and "resolved" not in data["nodes"][0]
+    loaded, jump = load_cluster(path)
+    assert loaded == nodes and jump.spec == "admin@bastion.example:22"
+    for change, why in [(lambda d: d["nodes"][0].update(public="Head.example"), "canonical"),
+                        (lambda d: d["nodes"][0].update(public="-oProxyCommand.x"), "not a DNS name"),
+                        (lambda d: d["nodes"][0].update(public=""), "the head (the first node) needs a public address"),
+                        (lambda d: d.update(jump="a@b.example:22\nHost *"), "not allowed"),
+                        (lambda d: d.update(jump="b.example"), "canonical"),
+                        (lambda d: d.update(extra=1), "expected")]:
+        damaged = json.loads(json.dumps(data))
+        change(damaged)
+        path.write_text(json.dumps(damaged))
+        with pytest.raises(BadInput, match=re.escape(why)):
+            load_cluster(path)
+
+
+def test_the_laptops_aliases_for_names_head_only_workers_and_a_jump_host():
+    from multinode.sshfiles import ssh_config_block
+
+    nodes = parse_hosts("ubuntu@head.example:10.0.0.7,root@:10.0.0.8")
+    block = ssh_config_block(nodes, "/home/me/.ssh/id", parse_jump("admin@bastion.example:2200"), known_hosts=None)
+    assert block.split("\n") == [
+        "Host rental-jump", "    HostName bastion.example", "    User admin", "    Port 2200",
+        "    IdentityFile /home/me/.ssh/id", "    IdentitiesOnly yes",
+        "Host rental0", "    HostName head.example", "    User ubuntu", "    IdentityFile /home/me/.ssh/id",
+        "    IdentitiesOnly yes", "    ProxyJump rental-jump",
+        "Host rental1", "    HostName 10.0.0.8", "    User root", "    IdentityFile /home/me/.ssh/id",
+        "    IdentitiesOnly yes", "    ProxyJump rental0",
+        "Host *"]

@@ -186,7 +186,7 @@ def test_verify_knows_every_check_its_checklist_holds():
     assert head == ["workspace", "repo", "venv-python", "uv", "env-file", "env:A_KEY", "wandb-netrc", "hf-token",
                     "chezmoi", "age", "age-key", "chezmoi-toml", "age-recipient", "decrypt", "dotfiles", "ssh-key",
                     "ssh-config", "git-email", "docker", "docker-group", "gpu-count", "gpu-driver", "gpu-ecc",
-                    "gpu-fabricmanager", "etc-hosts", "nccl", "nccl-tmux",
+                    "gpu-fabricmanager", "shm", "disk", "public-address", "etc-hosts", "nccl", "nccl-tmux",
                     "tmux-exec", "tmux-ray", "nccl-ray", "ray-cluster", "tool:nvtop"]
 
 

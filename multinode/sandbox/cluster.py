@@ -85,6 +85,18 @@ class Sandbox:
         node ``b`` gets no route back to ``a``, so neither reaches the other."""
         network.cut(self.nodes[b]["ns"], self.nodes[a]["private"], cut)
 
+    def hide(self, nid, hidden=True):
+        """Make node ``nid`` unreachable from the laptop (an unreachable route to its public
+        address in the laptop's namespace), as a worker behind NAT or a firewall is: it still
+        reaches out (the forge) and its peers, nothing of the laptop's reaches in. ``hidden=False``
+        undoes it."""
+        network.cut(self.laptop, self.nodes[nid]["public"], hidden)
+
+    def name_hosts(self, names):
+        """Names the laptop resolves ({name: address}, e.g. a node's public address), in its own
+        hosts file; ``{}``: none again."""
+        laptop.name_hosts(self.laptop, names)
+
     # -- nodes ---------------------------------------------------------------
     def _prepare(self, nid, user, base, pubkey, container=False):
         """Node ``nid``'s root, user and network. A ``container`` is what RunPod and
@@ -168,6 +180,7 @@ class Sandbox:
         for node_dir in sorted(self.dir.glob("n*")):
             rootfs.unmount(node_dir / "root")
         network.delete(namespaces)
+        laptop.name_hosts(self.laptop, {})
         nodes.remove_cgroups(self.name)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.nodes = []

@@ -1,7 +1,10 @@
 """The sandbox's laptop: a namespace on the public bridge only (like a real laptop, it cannot
-reach private addresses), with a home of its own: its key pair, ``~/.ssh``, multinode settings."""
+reach private addresses), with a home of its own: its key pair, ``~/.ssh``, multinode settings,
+and a resolver of its own: ``ip netns exec`` binds ``/etc/netns/NS/hosts`` over ``/etc/hosts``,
+so names given to the sandbox's nodes (`name_hosts`) resolve there alone."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,23 @@ def connect(switch, ns):
     """The laptop's namespace ``ns``, on the public bridge of ``switch``."""
     netns(ns)
     plug(switch, ns, PUBLIC_IF, "br-pub", "laptop", LAPTOP_IP)
+
+
+def hosts_file(ns):
+    return Path("/etc/netns") / ns / "hosts"
+
+
+def name_hosts(ns, names):
+    """The laptop's own name resolution: ``names`` ({name: address}) beside localhost; none: removed."""
+    path = hosts_file(ns)
+    if not names:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost"] + [f"{addr}\t{name}" for name, addr in names.items()]
+    tmp = path.with_name("hosts.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
 
 
 def cmd(ns, *argv, env=None):

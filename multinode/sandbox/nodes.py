@@ -157,10 +157,20 @@ def stop_sshd(node):
                 time.sleep(0.02)
 
 
+def in_netns(pid, ns):
+    """Whether process ``pid`` lives in network namespace ``ns`` (a PID read from a stale state
+    file may belong to another process by now: never kill that one)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
+    except (OSError, TypeError):
+        return False
+
+
 def kill_all(node):
     """Kill the node's sshd and its PID 1 (and so everything in its PID namespace)."""
     for key in PIDS:
-        kill(node.get(key))
+        if in_netns(node.get(key), node["ns"]):
+            kill(node.get(key))
 
 
 def sshd_log(node):

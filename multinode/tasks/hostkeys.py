@@ -28,9 +28,14 @@ def reinstalled_nodes(session, value):
     """The nodes named by ``--reinstalled`` (aliases or addresses, or ``all``), checked."""
     if not value:
         return set()
+    jump = session.jump
     if str(value).strip() == "all":
-        return {n.alias for n in session.nodes}
-    return {n.alias for n in named_nodes(session, value, "reinstalled", also=", or all")}
+        return {n.alias for n in session.nodes + ([jump] if jump else [])}
+    names = [v.strip() for v in str(value).split(",")]
+    hop = {name for name in names if jump is not None and name in (jump.alias, jump.public, jump.address)}
+    rest = ",".join(name for name in names if name not in hop)
+    also = f", {jump.alias}, or all" if jump is not None else ", or all"
+    return {n.alias for n in named_nodes(session, rest, "reinstalled", also=also)} | ({jump.alias} if hop else set())
 
 
 def forgotten_pins(session, value):
@@ -72,15 +77,54 @@ def forget_pins(session, pins):
                              "the next key seen there is recorded as a new machine's")
 
 
+def record(session, nodes, entries, accept):
+    """Read the current key of each of ``nodes`` (through its hop, see `reach`), refuse a pinned
+    machine's changed key (unless ``accept`` names it), record and pin the others, a line each."""
+    timeout = session.settings.connect_timeout
+    path = session.settings.known_hosts
+
+    def check(node):
+        pinned = session.pins.get(node)
+        key = fetch_host_key(node, timeout, kind=pinned.split(" ", 1)[0] if pinned else None,
+                             sock=session.socket_to(node))
+        old = keys_of(entries, node.address)
+        if pinned is None or pinned == key_text(key) or node.alias in accept:
+            return Outcome("ok", value=(key, old))
+        raise NodeError(f"host key of {node.address} changed: multinode pinned {shown(pinned)}, "
+                        f"the node offers {fingerprint(key)}; " + HINT.format(alias=node.alias))
+
+    found = session.each("hostkeys", check, connect=False, quiet=True, only=nodes)
+    by_alias = {n.alias: n for n in nodes}
+    keys = {by_alias[alias].address: out.value[0] for alias, out in found.items()}
+    with locked(path):
+        text, changed = update_known_hosts(read_text(path), keys)
+        if any(changed.values()):
+            write_atomic(path, text)
+    session.pins.pin([(by_alias[alias], out.value[0]) for alias, out in found.items()])
+    for alias, out in found.items():
+        node, (key, old) = by_alias[alias], out.value
+        where = f" (read through {session.head.alias})" if node.head_only else ""
+        if not changed[node.address]:
+            session.report.line("hostkeys", node, "ok", fingerprint(key) + where)
+            continue
+        replaced = [k for k in old if k.get_base64() != key.get_base64()]
+        session.report.line("hostkeys", node, "changed", f"recorded {fingerprint(key)}" + (
+            f" (replaced {', '.join(fingerprint(k) for k in replaced)})" if replaced else "") + where)
+
+
 @checks_arguments(lambda session, **kwargs: hostkeys_arguments(session, **kwargs))
 @task(help={"reinstalled": "nodes whose new host key to accept (aliases or addresses, comma-separated, or all): "
                            "machines you reinstalled, whose pinned key changed",
             "forget": "forget the pinned keys of these public addresses (comma-separated; [ADDR]:PORT for a port): "
-                      "machines you gave back; connects to nothing"})
-def hostkeys(c, reinstalled=None, forget=None):
+                      "machines you gave back; connects to nothing",
+            "jump": "a jump host in front of every node, [USER@]HOST[:PORT] (none: no jump host; default: "
+                    "multinode.jump, else the remembered cluster's): its key is pinned as a node's"})
+def hostkeys(c, reinstalled=None, forget=None, jump=None):
     """Record each new node's SSH host key; refuse a pinned machine whose key changed.
 
-    Every other task refuses a node whose key is unknown or has changed.
+    Every other task refuses a node whose key is unknown or has changed. The jump host's key
+    comes first, then the nodes' (through it), then the keys of workers without a public
+    address, read through the head (whose key is then pinned).
     """
     session = session_of(c, nodes=forget is None)
     try:
@@ -90,36 +134,13 @@ def hostkeys(c, reinstalled=None, forget=None):
     if forget is not None:
         forget_pins(session, chosen)
         return
-    accept = chosen
-    timeout = session.settings.connect_timeout
-    path = session.settings.known_hosts
-    entries = known_host_entries(path)
-
-    def check(node):
-        pinned = session.pins.get(node)
-        key = fetch_host_key(node, timeout, kind=pinned.split(" ", 1)[0] if pinned else None)
-        old = keys_of(entries, node.address)
-        if pinned is None or pinned == key_text(key) or node.alias in accept:
-            return Outcome("ok", value=(key, old))
-        raise NodeError(f"host key of {node.address} changed: multinode pinned {shown(pinned)}, "
-                        f"the node offers {fingerprint(key)}; " + HINT.format(alias=node.alias))
-
-    found = session.each("hostkeys", check, connect=False, quiet=True)
-    by_alias = {n.alias: n for n in session.nodes}
-    keys = {by_alias[alias].address: out.value[0] for alias, out in found.items()}
-    with locked(path):
-        text, changed = update_known_hosts(read_text(path), keys)
-        if any(changed.values()):
-            write_atomic(path, text)
-    session.pins.pin([(by_alias[alias], out.value[0]) for alias, out in found.items()])
-    for alias, out in found.items():
-        node, (key, old) = by_alias[alias], out.value
-        if not changed[node.address]:
-            session.report.line("hostkeys", node, "ok", fingerprint(key))
-            continue
-        replaced = [k for k in old if k.get_base64() != key.get_base64()]
-        session.report.line("hostkeys", node, "changed", f"recorded {fingerprint(key)}" + (
-            f" (replaced {', '.join(fingerprint(k) for k in replaced)})" if replaced else ""))
+    entries = known_host_entries(session.settings.known_hosts)
+    if session.jump is not None:
+        record(session, [session.jump], entries, chosen)
+    record(session, [n for n in session.nodes if not n.head_only], entries, chosen)
+    behind = [n for n in session.nodes if n.head_only]
+    if behind:
+        record(session, behind, entries, chosen)
 
 
 hostkeys.needs_nodes = lambda kwargs: kwargs.get("forget") is None  # --forget works without a cluster

@@ -14,10 +14,13 @@ from ..session import checks_arguments, session_of
 
 
 def final_report(session, opts):
-    rows = [("node", "public", "private", "user", "result")]
+    rows = [("node", "public", "private", "interface", "user", "result")]
     for n in session.nodes:
         failed = session.failed.get(n.alias)
-        rows.append((n.alias, n.address, n.private, n.user or "?",
+        public = (f"{n.address} ({n.resolved})" if n.resolved else n.address) if n.public else f"via {session.head.alias}"
+        if session.jump is not None and n.public:
+            public += f" via {session.jump.alias}"
+        rows.append((n.alias, public, n.private, session.interfaces.get(n.alias) or "?", n.user or "?",
                      f"FAILED in {failed[0]}: {failed[1]}" if failed else "ok"))
     lines = ["", "Cluster"] + ["  " + line for line in columns(rows)]
     head = session.head.alias
@@ -28,7 +31,7 @@ def final_report(session, opts):
     session.report.write("\n".join(lines))
 
 
-def setup_arguments(session, tail=None, reinstalled=None, **_):
+def setup_arguments(session, tail=None, reinstalled=None, **_):  # --jump: the executor's (it holds for the run)
     """Each composed task checks its own arguments."""
     session.check_task("bootstrap", tail=tail)
     session.check_task("hostkeys", reinstalled=reinstalled)
@@ -36,8 +39,9 @@ def setup_arguments(session, tail=None, reinstalled=None, **_):
 
 @checks_arguments(setup_arguments)
 @task(help={"tail": "lines of each node's bootstrap log to show (default: multinode.tail, 100)",
-            "reinstalled": "nodes whose new host key to accept (as for hostkeys): machines you reinstalled"})
-def setup(c, tail=None, reinstalled=None):
+            "reinstalled": "nodes whose new host key to accept (as for hostkeys): machines you reinstalled",
+            "jump": "a jump host in front of every node, [USER@]HOST[:PORT] (as for hostkeys)"})
+def setup(c, tail=None, reinstalled=None, jump=None):
     """Do everything: hostkeys, detect-user, bootstrap, head-ssh, verify, tmux, notify (bandwidth, smoke if asked)."""
     session = session_of(c)
     opts = session.options

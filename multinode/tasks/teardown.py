@@ -86,7 +86,7 @@ def forget_locally(session, dry_run):
             if not dry_run:
                 path.unlink()
     # Given back: a new key at these machines' addresses is then a new rental's (see pins).
-    machines = {(n.public, n.port, n.private) for n in session.nodes}
+    machines = {n.machine for n in session.nodes}
     pinned = [n.alias for n in session.nodes if session.pins.get(n)]
     if pinned:
         gone.append(f"{session.pins.path}: the host key pins of {', '.join(pinned)} (a new key at their "

@@ -38,7 +38,7 @@ def detect_user(c, users=None):
 
     session.each("detect-user", detect)
     path = session.settings.ssh_config
-    changed = write_ssh_config(path, session.nodes, session.settings.identity)
+    changed = write_ssh_config(path, session.nodes, session.settings.identity, session.jump, session.settings.known_hosts)
     aliases = f"{session.nodes[0].alias}..{session.nodes[-1].alias}" if len(session.nodes) > 1 else session.head.alias
     session.report.write(f"ssh config: {aliases} in {path} {'updated' if changed else 'unchanged'}")
 

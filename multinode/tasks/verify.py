@@ -25,7 +25,8 @@ def verify(c, json=False, full=False):
     if json:
         print(jsonlib.dumps({
             "ok": not session.failed,
-            "nodes": {n.alias: {"public": n.public, "private": n.private, "user": n.user,
+            "nodes": {n.alias: {"public": n.public, "resolved": n.resolved or None, "private": n.private,
+                                "user": n.user, "interface": session.interfaces.get(n.alias),
                                 "seconds": session.check_seconds.get(n.alias),
                                 "connect_seconds": session.connect_seconds.get(n.alias),
                                 "facts": session.facts.get(n.alias, {}),
