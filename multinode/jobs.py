@@ -243,7 +243,7 @@ def as_json(job):
         own = job.parts.get(alias, Part(alias)).state
         parts[alias] = {"rank": rank, "state": state, "exit": int(own["exit"]) if own.get("exit") else None,
                         "started": float(own["started"]) if own.get("started") else None, "ended": at,
-                        "gpus": int(own["nproc"]) if own.get("nproc") else None, "stopped": own.get("stopped")}
+                        "nproc_per_node": int(own["nproc"]) if own.get("nproc") else None, "stopped": own.get("stopped")}
     return {"name": job.name, "id": job.id, "command": job.command, "state": overall(job), "ended": ended(job),
             "elapsed": round(elapsed(job), 3), "first_failure": {"node": failure[0], "what": failure[1]} if failure
             else None, "watchdog": "running" if job.watch.watching else ("ended" if job.watch.watch else "none"),
