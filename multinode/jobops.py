@@ -11,6 +11,7 @@ laptop last did (the record: ``jobs-notified.json`` beside the remembered
 cluster), from the laptop alone: apprise URLs may hold tokens.
 """
 
+import functools
 import json
 import sys
 import threading
@@ -29,9 +30,12 @@ from .session import Outcome
 
 def query(session, *words):
     """The command that runs ``jobs.sh WORDS...`` on a node."""
-    script = render("jobs.sh.j2", jobs=JOBS, ssh_config=HEAD_SSH_CONFIG,
-                    lost_after=session.options["jobs"]["lost_after"])
-    return command("bash", "-c", script, "jobs", *words)
+    return command("bash", "-c", script(session.options["jobs"]["lost_after"]), "jobs", *words)
+
+
+@functools.cache
+def script(lost_after):
+    return render("jobs.sh.j2", jobs=JOBS, ssh_config=HEAD_SSH_CONFIG, lost_after=lost_after)
 
 
 def listing(session, name=None, task="jobs", skip=()):

@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 def check_name(name):
     """A job's name, as given: letters, digits, ``-``, ``_`` and ``.``, up to 64 (`BadInput` otherwise)."""
     if not NAME_RE.fullmatch(str(name)):
-        raise BadInput(f"bad --name {name!r}: letters, digits, - _ . (up to 64, not starting with - _ or .)")
+        raise BadInput(f"bad job name {name!r}: letters, digits, - _ . (up to 64, not starting with - _ or .)")
     return str(name)
 
 

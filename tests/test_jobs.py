@@ -3,6 +3,7 @@ here, under a throwaway HOME (a supervisor, its stop, its follower, a vanished o
 
 import os
 import re
+import socket
 import subprocess
 import time
 from types import SimpleNamespace
@@ -234,3 +235,17 @@ def test_a_stop_line_from_the_watchdog_and_a_vanished_supervisor(node):
     time.sleep(0.2)
     assert "JOB_VANISHED its supervisor is gone" in node.follow()
     assert node_state(jobs({"rental0": {"t": listed_here(node)}})[0], "rental0") == ("lost", None)
+
+
+def test_check_reads_the_heads_aliases_and_picks_a_free_port(node):
+    (node.home / ".ssh").mkdir()
+    (node.home / ".ssh/multinode_config").write_text(
+        "# multinode: the worker aliases\nHost worker1\n    HostName 10.0.0.2\n    User ubuntu\n"
+        "Host worker2\n    HostName 10.0.0.9\nHost worker1 worker2\n    KexAlgorithms curve25519-sha256\n")
+    out = node.run("check", "t", "0", "worker1:10.0.0.2", "worker2:10.0.0.3", "worker3:10.0.0.4").stdout
+    assert re.fullmatch(r"JOB_PORT (\d+)\nJOB_NO_ALIAS worker2\nJOB_NO_ALIAS worker3\n", out), out
+    assert 29500 <= int(out.split()[1]) < 30500
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert node.run("check", "t", str(port)).stdout == f"JOB_PORT_BUSY {port}\n"
+    assert node.run("check", "t", str(port)).stdout == f"JOB_PORT {port}\n"

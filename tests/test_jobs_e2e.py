@@ -260,8 +260,8 @@ def test_a_node_lost_mid_job(cluster, healthy):
 
 def test_refusals_start_nothing(cluster, healthy):
     laptop, sb, _ = cluster
-    for args, said in ((["  "], "launch needs a command"), (["--name", "a b", "true"], "bad --name 'a b'"),
-                       (["--name", "../x", "true"], "bad --name '../x'"),
+    for args, said in ((["  "], "launch needs a command"), (["--name", "a b", "true"], "bad job name 'a b'"),
+                       (["--name", "../x", "true"], "bad job name '../x'"),
                        (["--nodes", "rental7", "true"], "bad --nodes 'rental7': not a node of this cluster")):
         r = laptop.fab("launch", *args)
         assert r.returncode == 2 and said in r.stderr and r.stdout == "", (args, r.stdout, r.stderr)

@@ -34,7 +34,7 @@ def jobs_(c, json=False):
 
 
 def tail_arg(session, tail=None):
-    return number_arg("tail", tail, session.options["tail"], int, 0, 1_000_000, "lines")
+    return number_arg("tail", tail, session.options["tail"], int, 0, 999_999, "lines")
 
 
 def logs_arguments(session, name=None, node=None, tail=None, **_):

@@ -16,10 +16,31 @@ Three steps over the run's one connection per node:
    its own, as the login user, in the workspace repo, with ~/.env's secrets,
    the node's NCCL/Gloo settings and the venv. It returns once the command
    runs. A node where it cannot start stops it on the others.
-3. The watchdog, on the head (templates/job_watch.sh.j2, detached too): it
-   follows each node's part over the head's worker aliases, with keepalives,
-   so the job is watched while the laptop sleeps; the first node that fails
-   (or is lost) stops the others within seconds, unless ``--keep-going``.
+3. The watchdog, on the head (templates/job_watch.sh.j2), detached too.
+
+Why a watchdog on the head, not the laptop: the laptop sleeps, roams and is
+gone for hours; a rank that dies while it is away leaves the others hanging
+at their next collective, on GPUs paid by the hour. The head is up as long
+as the job matters, and it has what watching needs: ssh aliases of every
+worker over the private network (``fab head-ssh``: the cluster key, strict
+host keys, a config file of ours alone). So the watchdog follows each node's
+part over one long-lived ssh connection per worker (the head's own part, in
+a local process), each running that node's ``job.sh follow``, which reads
+the node's own state every half second and says how the part ended, or that
+its supervisor vanished without saying (killed, the machine restarted).
+Keepalives every second notice a dead link; a dropped connection is made
+again; a node with no answer for about ``jobs.lost_after`` seconds is lost.
+On the first node that fails or is lost (unless ``--keep-going``) every
+other follower is sent ``stop REASON`` on its stdin: the line travels over
+the connection already open (no new login, which a node whose sshd died
+could not take) and the node stops its own part: marked as stopped first
+(so a rank that errors out because its peer went a moment earlier counts as
+stopped, not as a new failure), TERM to the process group, KILL after
+``jobs.grace`` seconds. Everything it saw goes into the head's ``watch``
+file, which ``jobs`` reads from any laptop. The watchdog notifies no one:
+apprise URLs may hold tokens and stay on the laptop, which notifies when it
+sees the end (see multinode.jobops). Its limit: a lost head takes it along;
+the workers then stop at their own collective timeout.
 
 ``--follow`` then streams the output of every node until the job ends, says
 how it ended and notifies (see multinode.jobops).
@@ -56,13 +77,18 @@ def launch_arguments(session, command=None, name=None, nodes=None, **_):
 
 
 def put(cxn, where, files, seconds):
-    """``files`` ({name: text}) into ``where``, a new directory only the login user can enter, each
-    file 0600 before its content is written (SFTP's open sends no mode)."""
+    """``files`` ({name: text}) into ``where``, a new directory only the login user can enter (made
+    0700 before anything is written into it: SFTP's open sends no mode), ``env`` 0600 too."""
     sftp = bounded_sftp(cxn, seconds)  # the connection's own, kept open with it
-    private_dir(sftp, where)
+    try:
+        sftp.mkdir(where, 0o700)
+    except FileNotFoundError:  # the first job on this node: its parents too
+        private_dir(sftp, where)
+    sftp.chmod(where, 0o700)  # whatever the server's umask made of it
     for name, text in files.items():
         with sftp.open(f"{where}/{name}", "wb") as fh:
-            fh.chmod(0o600)
+            if name == "env":
+                fh.chmod(0o600)
             fh.write(text.encode())
 
 
