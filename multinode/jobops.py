@@ -130,10 +130,9 @@ def follow(session, job, lines, nodes=None, task="logs"):
             time.sleep(0.1)
         with lock:
             let_go.update(streaming)
-        for alias in let_go:
-            cxn = session.conns.pop(alias, None)
-            if cxn is not None:
-                cxn.close()
+        for node in targets:
+            if node.alias in let_go:
+                session.disconnect(node)
 
     if head is not None:
         threading.Thread(target=let_go_late, daemon=True).start()
@@ -225,6 +224,6 @@ def settled(session, job, task, skip=()):
     session.report.write(f"\n{body}" if ended(again) else f"\njob {again.name}: {state}")
     notify_ended(session, [again], quiet=True)
     failure = first_failure(again)
-    if failure and ended(again):
+    if failure and ended(again) and session.find(failure[0]):
         session.fail(session.find(failure[0]), task, f"job {again.name}: {failure[1]}")
     return again

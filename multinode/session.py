@@ -245,6 +245,12 @@ class Session:
                 return cxn
             raise NodeError(f"no login user worked (tried {', '.join(tried)} with key {self.settings.identity})")
 
+    def disconnect(self, node):
+        """Close ``node``'s connection now (a command running over it ends); a later task logs in anew."""
+        cxn = self.conns.pop(node.alias, None)
+        if cxn is not None:
+            cxn.close()
+
     def close(self):
         for alias, cxn in list(self.conns.items()):
             cxn.close()

@@ -200,7 +200,11 @@ def test_a_job_runs_under_its_supervisor_and_says_how_it_ended(node):
     assert re.fullmatch(r"JOB_FOLLOWING 1\nJOB_ENDED 7 \d+\.\d+ \n", ended), ended
     assert (node.dir / "output.log").read_text() == "rank 0\n[multinode] exited 7\n"
     assert oct((node.dir).stat().st_mode)[-3:] == "700"
-    here = listed_here(node)
+    for _ in range(50):  # its supervisor ends just after it recorded the exit
+        here = listed_here(node)
+        if not here.supervised:
+            break
+        time.sleep(0.05)
     assert here.state["exit"] == "7" and not here.supervised and here.command == 'echo "rank $NODE_RANK"; exit 7'
     assert node.run("tail", "t", "1").stdout == "[multinode] exited 7\n"
 
@@ -249,3 +253,96 @@ def test_check_reads_the_heads_aliases_and_picks_a_free_port(node):
         port = busy.getsockname()[1]
         assert node.run("check", "t", str(port)).stdout == f"JOB_PORT_BUSY {port}\n"
     assert node.run("check", "t", str(port)).stdout == f"JOB_PORT {port}\n"
+
+
+FAKE_SSH = """#!/bin/bash
+# ssh, stand-in: the options and the host go; the command runs here, in the host's home (FAKE_HOMES/HOST).
+while [[ $1 == -* ]]; do case $1 in -F | -o) shift 2 ;; *) shift ;; esac; done
+host=$1
+shift
+if [ ! -d "$FAKE_HOMES/$host" ]; then echo "ssh: connect to host $host port 22: No route to host" >&2; exit 255; fi
+cd "$FAKE_HOMES/$host" && HOME="$FAKE_HOMES/$host" exec bash -c "$*"
+"""
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The head (rental0) and a worker (rental1, its home FAKE_HOMES/worker1), ssh a stand-in; worker2 unreachable."""
+    homes, bin_dir = tmp_path / "homes", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_HOMES": str(homes)}
+    scripts = render_scripts()
+
+    def launch(home, alias, rank, command):
+        new = home / JOBS / f".new-t-{alias}"
+        new.mkdir(parents=True)
+        for name, text in {"env": f"export NODE_RANK={rank}\n", "command": command, "job.sh": scripts["job.sh"],
+                           "state": f"id 1\nname t\nalias {alias}\nrank {rank}\nmembers rental0 rental1\n"}.items():
+            (new / name).write_text(text)
+        assert subprocess.run(["bash", str(new / "job.sh"), "start", str(new)], cwd=home, env={**env, "HOME": str(home)},
+                              capture_output=True, timeout=30).returncode == 0
+
+    def watch(keep_going=False, members=("rental0", "rental1")):
+        head = homes / "head"
+        script = render("job_watch.sh.j2", job="t", dir=job_dir("t"), keep_going=keep_going, lost_after=2,
+                        ssh_config="multinode_config", members=[{"alias": a, "target": "local" if a == "rental0"
+                                                                 else f"worker{a[-1]}"} for a in members])
+        new = head / JOBS / ".watch-t-1"
+        new.mkdir(parents=True)
+        (new / "watch.sh").write_text(script)
+        (new / "watch").write_text("id 1\nname t\n")
+        out = subprocess.run(["bash", str(new / "watch.sh"), "start", str(new)], cwd=head,
+                             env={**env, "HOME": str(head)}, capture_output=True, text=True, timeout=30)
+        assert out.stdout == f"JOB_WATCHING {len(members)}\n", out
+        return head / job_dir("t")
+
+    def record(where, name="watch"):
+        for _ in range(200):
+            text = (where / name).read_text()
+            if "\nended " in text:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"the watchdog did not end: {text}")
+
+    yield SimpleNamespace(head=homes / "head", worker=homes / "worker1", launch=launch, watch=watch, record=record)
+    for state in homes.glob(f"*/{JOBS}/t/state"):
+        pid = dict(ln.split(" ", 1) for ln in state.read_text().splitlines() if " " in ln).get("pid", "0")
+        if int(pid) > 1:
+            try:
+                os.killpg(int(pid), 9)
+            except OSError:
+                pass
+
+
+def test_the_watchdog_stops_the_head_when_a_worker_fails(pair):
+    pair.launch(pair.head, "rental0", 0, "sleep 300")
+    pair.launch(pair.worker, "rental1", 1, "sleep 1; exit 3")
+    record = pair.record(pair.watch())
+    assert re.search(r"^verdict rental1 \S+ failed 3$", record, re.M), record
+    assert re.search(r"^first rental1 \S+ failed 3$", record, re.M) and "stopping rental1 failed 3" in record
+    assert re.search(r"^verdict rental0 \S+ stopped rental1 failed 3$", record, re.M), record
+    head = (pair.head / job_dir("t") / "state").read_text()
+    assert "stopped rental1 failed 3\n" in head and "exit 143\n" in head
+
+
+def test_the_watchdog_keeps_going_and_finds_a_node_lost(pair):
+    pair.launch(pair.head, "rental0", 0, "sleep 2")
+    begun = time.monotonic()
+    record = pair.record(pair.watch(keep_going=True, members=("rental0", "rental2")))  # worker2: no route
+    assert re.search(r"^verdict rental2 \S+ lost no answer for 2s: ssh: connect to host worker2 port 22: No route",
+                     record, re.M), record
+    assert re.search(r"^verdict rental0 \S+ exited 0$", record, re.M) and "stopping" not in record
+    assert time.monotonic() - begun < 8
+
+
+def test_stop_takes_a_job_whose_supervisor_vanished(node):
+    assert node.launch("sleep 300").returncode == 0
+    here = listed_here(node)
+    os.kill(int(here.state["supervisor"]), 9)
+    pgid = int(here.state["pid"])
+    assert pgid > 1 and os.getpgid(pgid) == pgid != os.getpgid(0)
+    assert node.run("stop", "t", "by fab stop").returncode == 0
+    left = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    assert [s for s in left if not s.startswith("Z")] == []

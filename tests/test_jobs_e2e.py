@@ -252,7 +252,7 @@ def test_a_node_lost_mid_job(cluster, healthy):
 
     assert laptop.fab("launch", "--name", "vanish", "sleep 300").returncode == 0
     sb.stop_sshd(1)
-    node_sh(sb, 1, "pkill -KILL -f 'jobs/vanish/job.sh supervise'; pkill -KILL -fx 'sleep 300'")
+    node_sh(sb, 1, "pkill -KILL -f 'jobs/vanish/job[.]sh supervise'; pkill -KILL -fx 'sleep 300'")  # [.]: not this bash
     sb.start_sshd(1)
     job = wait_for(laptop, "vanish", lambda j: j["ended"], seconds=30)
     assert job["state"] == "failed: rental1 lost" and job["nodes"]["rental1"]["state"] == "lost", job
@@ -301,3 +301,22 @@ def test_torchrun_gets_its_options_from_the_environment(cluster, healthy):
     assert "\njob torch finished on 3 nodes in " in r.stdout
     assert any(argv.endswith("python -m torch.distributed.run rdv.py 1") for argv in sampler.seen), sampler.seen
     assert leaks(sampler.seen) == []
+
+
+def test_teardown_stops_the_jobs_and_removes_their_output(cluster, healthy):
+    """Last: it gives the cluster back. A running job is stopped, every job's directory goes (the output
+    `meet` printed holds a secret): teardown's proof finds nothing left."""
+    laptop, sb, _ = cluster
+    assert laptop.fab("launch", "--name", "last", "sleep 300").returncode == 0
+    node_sh(sb, 2, "pkill -KILL -f 'jobs/last/job[.]sh supervise'")  # rental2's part: its supervisor gone, it runs on
+    assert node_sh(sb, 0, "grep -l ANTHROPIC_API_KEY= ~/.cache/multinode/jobs/meet/output.log").returncode == 0
+    dry = laptop.fab("teardown", "--dry-run")
+    assert "; the jobs (fab launch): their processes, each process group (stopped), and their directories, output " \
+           "included" in rows(dry.stdout, "teardown")["rental1"][1]
+    r = laptop.fab("teardown", "--yes", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr  # its proof: no secret value left anywhere, job output included
+    for nid in range(3):
+        assert rows(r.stdout, "teardown")[f"rental{nid}"][0] == "changed"
+        left = node_sh(sb, nid, "pgrep -af 'sleep 30[0]|job[.]sh|watch[.]sh'")
+        assert left.returncode == 1, left.stdout + node_sh(sb, nid, "ps -eo pid,ppid,pgid,etimes,args").stdout
+        assert node_sh(sb, nid, "test -e ~/.cache/multinode/jobs").returncode == 1

@@ -193,7 +193,7 @@ def launch(c, command, name=None, nodes=None, torchrun=False, keep_going=False, 
     hints = [(f"fab logs {name} --follow", "its output, as it comes"), ("fab jobs", "every job's state"),
              (f"fab stop {name}", "stop it on every node")]
     session.report.write(f"\njob {name} started on {len(members)} node(s): MASTER_ADDR={members[0].private} "
-                         f"MASTER_PORT={port}\n" + "\n".join(f"  {c:<{len(hints[0][0])}}  {w}" for c, w in hints))
+                         f"MASTER_PORT={port}\n" + "\n".join(f"  {hint:<{len(hints[0][0])}}  {what}" for hint, what in hints))
     if follow:
         aliases = [m.alias for m in members] + [session.head.alias]
         job = Job(name, job_id, [m.alias for m in members], {a: Part(a) for a in aliases}, set())
