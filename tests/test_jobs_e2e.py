@@ -237,9 +237,16 @@ def test_a_node_lost_mid_job(cluster, healthy):
     the head's watchdog finds it lost and stops the others; jobs says so. Then rental1's job vanishes
     (its processes killed, its sshd gone): lost too."""
     laptop, sb, inbox = cluster
-    assert laptop.fab("launch", "--name", "gone", "sleep 300").returncode == 0
+    assert laptop.fab("launch", "--name", "gone", "echo up; sleep 300").returncode == 0
+    follow = subprocess.Popen(sb.laptop_cmd(FAB, "logs", "gone", "--follow", env=laptop.env), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # following every node
     for ifname in ("eth0", "ens7"):
         sb.exec(2, "ip", "link", "set", ifname, "down")
+    # The follow ends by itself: rental2's stream (its link dead) is let go once the watchdog has its verdict.
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 1 and "rental0 | up" in out, out + err
+    assert "job gone failed: rental2 lost" in err and "rental2  198.18.0.12  logs: job gone: lost" in err, err
     job = wait_for(laptop, "gone", lambda j: j["ended"], seconds=40)
     assert job["state"] == "failed: rental2 lost", job
     assert [job["nodes"][f"rental{n}"]["state"] for n in range(3)] == ["stopped", "stopped", "lost"]
