@@ -123,6 +123,12 @@ KEYS = (
     Key("smoke.timeout", integer(5, 3600), 300, "seconds each part of the smoke test may take"),
     Key("status.interval", number(0.5, 3600), 5, "seconds between the refreshes of `fab status --watch` (`--interval` "
         "wins)"),
+    Key("jobs.port", integer(0, 65535), 0,
+        "`MASTER_ADDR`'s port for `fab launch` (0: a port free on the job's rank-0 node, chosen at launch)"),
+    Key("jobs.grace", integer(1, 3600), 10,
+        "seconds a stopped job's processes get between TERM and KILL"),
+    Key("jobs.lost_after", integer(2, 3600), 10,
+        "seconds without an answer after which the head's watchdog takes a job's node for lost"),
     Key("setup.bandwidth", boolean, False, "run the bandwidth ring as part of `setup`"),
     Key("setup.smoke", boolean, False, "run the smoke test as part of `setup`"),
     Key("sync.exclude", list_of(line), [".git", "venv", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"],

@@ -1,8 +1,8 @@
 """Where multinode keeps things on a node: one place for each path the tasks share.
 
 The workspace repository and its venv, the node script and its staging
-directory, the jobs' directories, teardown's search directory, the head's worker aliases and their
-host keys, the tmux session. Paths under the login home are relative to it
+directory, teardown's search directory, the head's worker aliases and their
+host keys, the tmux session, the jobs' directories. Paths under the login home are relative to it
 (SFTP and ssh commands start there).
 """
 
@@ -18,6 +18,9 @@ HEAD_SSH_CONFIG = "multinode_config"
 HEAD_KNOWN_HOSTS = "multinode_known_hosts"
 # The tmux session on the head, a pane per node.
 TMUX_SESSION = "multinode"
+# Jobs (fab launch): a 0700 directory per job, JOBS/NAME, on every node it runs on and on the head
+# (its watchdog): the job's script, environment, command, state and output, kept after it ends.
+JOBS = ".cache/multinode/jobs"
 
 
 def repo_name(repo):
@@ -41,6 +44,11 @@ def venv_dir(opts):
 def venv_bin(opts, program):
     """Where ``program`` is in the workspace venv on a node."""
     return f"{venv_dir(opts)}/bin/{program}"
+
+
+def job_dir(name):
+    """A job's directory on a node (under the login home)."""
+    return f"{JOBS}/{name}"
 
 
 def worker_name(node):

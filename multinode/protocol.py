@@ -57,6 +57,20 @@ TAGS = {
     "LOAD": "LOAD 1M 5M 15M CPUS: load average and CPUs (status.sh)",
     "RAY_ALIVE": "RAY_ALIVE RAYLET GCS: yes|no each (- for the GCS off the head) (status.sh)",
     "RAY_MEMBERS": "RAY_MEMBERS [addresses]: the nodes Ray on the head lists alive (ray_members.py)",
+    "JOB_RUNNING": "JOB_RUNNING NAME: a job of that name runs (or is watched) on this node (jobs.sh check)",
+    "JOB_PORT": "JOB_PORT PORT: the port MASTER_PORT gets on the rank-0 node (jobs.sh check)",
+    "JOB_PORT_BUSY": "JOB_PORT_BUSY PORT: multinode.jobs.port is in use on the rank-0 node (jobs.sh check)",
+    "JOB_NO_ALIAS": "JOB_NO_ALIAS workerK: the head has no ssh alias for a worker of the job (jobs.sh check)",
+    "JOB_STARTED": "JOB_STARTED PID NPROC: the job's command runs on this node (job.sh start)",
+    "JOB_REFUSED": "JOB_REFUSED REASON: the job, or its watchdog, did not start (job.sh, job_watch.sh start)",
+    "JOB_WATCHING": "JOB_WATCHING COUNT: the head's watchdog follows that many nodes (job_watch.sh start)",
+    "JOB": "JOB NAME running|ended watching|-: a job this node keeps, its supervisor and watchdog (jobs.sh list)",
+    "JOB_STATE": "JOB_STATE NAME KEY VALUE: a line of the job's state on this node (jobs.sh list)",
+    "JOB_WATCH": "JOB_WATCH NAME KEY VALUE: a line of the watchdog's record, on the head (jobs.sh list)",
+    "JOB_COMMAND": "JOB_COMMAND NAME TEXT: the job's command, its first line (jobs.sh list)",
+    "JOB_FOLLOWING": "JOB_FOLLOWING ID: a node's follower answers the head's watchdog (job.sh follow)",
+    "JOB_ENDED": "JOB_ENDED EXIT TIME [STOPPED-REASON]: the job's part ended on that node (job.sh follow)",
+    "JOB_VANISHED": "JOB_VANISHED REASON: its supervisor is gone without recording an exit (job.sh follow)",
 }
 
 # STEP <name> <status> <detail> [<seconds>s]: the duration as the node measured it.

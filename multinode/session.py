@@ -259,6 +259,12 @@ class Session:
             return tcp_connect(node, self.settings.connect_timeout)
         return through(node, hop, self.connection, self.settings.connect_timeout)
 
+    def disconnect(self, node):
+        """Close ``node``'s connection now (a command running over it ends); a later task logs in anew."""
+        cxn = self.conns.pop(node.alias, None)
+        if cxn is not None:
+            cxn.close()
+
     def close(self):
         # The nodes behind a hop first, then the head, the jump host last (each carries the ones before).
         hops = [n.alias for n in ([self.head] if self.nodes else []) + ([self.jump] if self.jump else [])]

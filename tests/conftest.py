@@ -113,10 +113,11 @@ def laptop(sandbox, laptop_key, tmp_path):
 
 @pytest.fixture
 def healthy(sandbox):
-    """Every node's sshd running again after the test, whatever it did."""
+    """Every node's sshd and links (public and private) up again after the test, whatever it did."""
     yield sandbox
     for nid in range(len(sandbox.nodes)):
-        sandbox.exec(nid, "ip", "link", "set", "eth0", "up")
+        for ifname in ("eth0", "ens7"):
+            sandbox.exec(nid, "ip", "link", "set", ifname, "up")
         if not sandbox.nodes[nid].get("sshd_pid"):
             sandbox.start_sshd(nid)
 

@@ -87,6 +87,12 @@ def test_a_damaged_remembered_cluster_is_a_clear_error(home):
     (["smoke", "--size-mb", "0"], "bad --size-mb '0': 0.001 to 16384 (MiB)"),
     (["smoke", "--timeout", "2"], "bad --timeout '2': 5 to 3600 (seconds)"),
     (["bandwidth", "--all-pairs", "--seconds", "0"], "bad --seconds '0': 0.2 to 600"),
+    (["launch", " "], "launch needs a command"),
+    (["launch", "--name", "a/b", "true"], "bad job name 'a/b': letters, digits, - _ ."),
+    (["launch", "--nodes", "rental0,rental5", "true"], "bad --nodes 'rental5': not a node of this cluster"),
+    (["logs", "x y"], "bad job name 'x y'"),
+    (["logs", "train", "--tail", "-1"], "bad --tail '-1': 0 to 999999 (lines)"),
+    (["stop", ".x"], "bad job name '.x'"),
 ])
 def test_a_bad_argument_of_a_later_task_stops_the_run_before_the_first(tmp_path, args, named):
     home = tmp_path

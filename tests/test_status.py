@@ -33,12 +33,23 @@ def eight_gpus():
 
 
 def test_the_node_script_says_each_fact_in_one_line(tmp_path):
-    for name, state in {"train": "running\n", "old": "exited 0\n", "eval": '{"state": "running", "pid": 7}',
-                        "runningish": "runningish\n"}.items():
-        (tmp_path / "jobs" / name).mkdir(parents=True)
-        (tmp_path / "jobs" / name / "state").write_text(state)
+    # A job as the jobs tasks keep one (templates/job_lib.sh.j2): running while its supervisor runs
+    # its job.sh and no exit is recorded.
+    supervisors = []
+    for name, ended in {"train": False, "old": True, "eval": False, "orphan": False}.items():
+        job = tmp_path / "jobs" / name
+        job.mkdir(parents=True)
+        (job / "job.sh").write_text("sleep 30\n")
+        if name != "orphan":  # its supervisor is gone: not running
+            supervisors.append(subprocess.Popen(["bash", str(job / "job.sh")]))
+        pid = supervisors[-1].pid if name != "orphan" else 999999
+        (job / "state").write_text(f"name {name}\nsupervisor {pid}\nstarted 1\npid {pid}\n" + ("exit 0\n" if ended else ""))
     (tmp_path / "jobs/nostate").mkdir()
-    out = run_status(tmp_path, smi='echo "0, 97, 71234, 81559, 71, 690.50"\necho "1, 3, 1024, 81559, 40, [N/A]"\n')
+    try:
+        out = run_status(tmp_path, smi='echo "0, 97, 71234, 81559, 71, 690.50"\necho "1, 3, 1024, 81559, 40, [N/A]"\n')
+    finally:
+        for proc in supervisors:
+            proc.kill()
     lines = out.splitlines()
     assert lines[:4] == ["GPU_NOW 0, 97, 71234, 81559, 71, 690.50", "GPU_NOW 1, 3, 1024, 81559, 40, [N/A]",
                          "JOB_RUNNING eval", "JOB_RUNNING train"]

@@ -59,8 +59,11 @@ def test_status_a_row_per_node_json_watch_and_a_node_that_does_not_answer(laptop
     try:
         sb.fake_gpus(0, 8)
         sb.fake_gpus(2, 2)
-        node_sh(sb, 0, "mkdir -p ~/.cache/multinode/jobs/train ~/.cache/multinode/jobs/done && "
-                       "echo running >~/.cache/multinode/jobs/train/state && echo 'exited 0' >~/.cache/multinode/jobs/done/state")
+        # A job as the jobs tasks keep one: running while its supervisor runs its job.sh, no exit recorded.
+        node_sh(sb, 0, "J=~/.cache/multinode/jobs; mkdir -p $J/train $J/done && echo 'sleep 120' >$J/train/job.sh && "
+                       "setsid bash $J/train/job.sh </dev/null >/dev/null 2>&1 & "
+                       "echo \"supervisor $!\" >~/.cache/multinode/jobs/train/state; "
+                       "printf 'supervisor 1\\nexit 0\\n' >~/.cache/multinode/jobs/done/state")
         for nid, name in ((0, "raylet"), (0, "gcs_server"), (1, "raylet")):
             if not running(sb, nid, name):
                 started.append((nid, start_as(sb, nid, name)))
@@ -134,4 +137,4 @@ def test_status_a_row_per_node_json_watch_and_a_node_that_does_not_answer(laptop
             sb.exec(nid, "kill", str(pid), check=False)
         for nid in range(3):
             sb.fake_gpus(nid, 0)
-        node_sh(sb, 0, "rm -rf ~/.cache/multinode/jobs")
+        node_sh(sb, 0, "pkill -f .cache/multinode/jobs/train/job.sh; rm -rf ~/.cache/multinode/jobs")
