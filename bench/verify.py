@@ -5,14 +5,16 @@
 For each N: N fresh sandbox nodes, ``fab -H ... setup --tail 0`` from the
 laptop namespace (run.py's LIGHT config: no workspace venv, no Ray, no
 dotfiles; ``--full``: the forge's whole config), then K rounds (default 5) of,
-one after another (A B C A B C ...):
+one after another (a b c b' c' a b c b' c' ...):
 
   (a) ``fab verify --json``;
   (b) the plain OpenSSH fan-out of ``true``: ``ssh rentalI true &`` for every
       node, then ``wait`` (the laptop's ~/.ssh/config and known_hosts, BatchMode);
   (c) the same fan-out running multinode's own checklist of each node:
       ``ssh rentalI 'bash -s' < verify_I.sh``, each script rendered once before
-      timing by multinode.checks.verify_script with the same options.
+      timing by multinode.checks.verify_script with the same options;
+  (b') and (c'): (b) and (c) with fab's key exchange (curve25519-sha256) instead
+      of OpenSSH 9's default (sntrup761x25519, about 14 times the client's CPU).
 
 Each run's wall time, its laptop CPU (wait4's rusage: fab, or bash with its
 ssh clients) and the nodes' CPU (their cgroups; sshd and all it starts), and
@@ -42,16 +44,22 @@ from multinode import protocol  # noqa: E402
 from run import LIGHT, LOGS, ROOT, Sandbox, compiled, laptop, new_key, nodes_cpu, timed  # noqa: E402
 
 SSH = 'ssh -F "$HOME/.ssh/config" -o UserKnownHostsFile="$HOME/.ssh/known_hosts" -o BatchMode=yes'
+# paramiko's (fab's) key exchange: OpenSSH 9's default, sntrup761x25519, costs its client
+# about 0.14 s of CPU per connection on this machine, curve25519 about 0.01 s.
+KEX = "-o KexAlgorithms=curve25519-sha256"
+# The timed kinds: (a) fab verify, (b) ssh true, (c) ssh checklist; b2, c2 with fab's key exchange.
+NAMES = {"a": "(a) fab verify", "b": "(b) ssh true", "c": "(c) ssh checklist", "b2": "(b') ssh true, curve25519",
+         "c2": "(c') ssh checklist, curve25519", "a2": "(a2) fab verify of --also"}
 
 
-def fan_out(aliases, remote, stdin=None, out=None):
+def fan_out(aliases, remote, stdin=None, out=None, options=""):
     """bash that runs ``ssh ALIAS REMOTE`` on every alias at once and waits for all (exit 1 if one failed).
 
-    ``stdin``, ``out``: per-alias file patterns (``{i}``: the node's number)."""
+    ``stdin``, ``out``: per-alias file patterns (``{i}``: the node's number); ``options``: more ssh options."""
     lines = ["pids=()"]
     for i, alias in enumerate(aliases):
         redirect = (f" <{stdin.format(i=i)}" if stdin else " </dev/null") + (f" >{out.format(i=i)}" if out else "")
-        lines.append(f"{SSH} {alias} {remote}{redirect} & pids+=($!)")
+        lines.append(f"{SSH} {options} {alias} {remote}{redirect} & pids+=($!)")
     lines.append('rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done; exit $rc')
     return "\n".join(lines)
 
@@ -100,9 +108,10 @@ def measure(n, key, full, rounds, also=None):
         setup = timed(sb, env, f"vsetup-{n}", "-H", sb.hosts, "setup", "--tail", "0")
         scripts = checklists(home, work)
         aliases = list(scripts)
-        b = ["bash", "-c", fan_out(aliases, "true")]
-        c = ["bash", "-c", fan_out(aliases, "'bash -s'", stdin=str(work / "verify_{i}.sh"),
-                                   out=str(work / "c_{i}.out"))]
+        checklist = {"remote": "'bash -s'", "stdin": str(work / "verify_{i}.sh"), "out": str(work / "c_{i}.out")}
+        fans = {"b": fan_out(aliases, "true"), "c": fan_out(aliases, **checklist),
+                "b2": fan_out(aliases, "true", options=KEX), "c2": fan_out(aliases, **checklist, options=KEX)}
+        c = ["bash", "-c", fans["c"]]
         # Once untimed: every checklist over plain ssh runs to its end with no failed check.
         timed(sb, env, f"vcheck-{n}", argv=c)
         for i in range(n):
@@ -111,7 +120,7 @@ def measure(n, key, full, rounds, also=None):
             if failed or not protocol.ended(out, "checklist"):
                 print(f"N={n} node {i}: (c)'s checklist: failed {failed}, ended {protocol.ended(out, 'checklist')}",
                       file=sys.stderr)
-        runs = {"a": [], "b": [], "c": [], **({"a2": []} if also else {})}
+        runs = {"a": [], "b": [], "c": [], "b2": [], "c2": [], **({"a2": []} if also else {})}
         for r in range(rounds):
             for kind, done in runs.items():
                 load, before = os.getloadavg()[0], nodes_cpu(sb)
@@ -122,7 +131,7 @@ def measure(n, key, full, rounds, also=None):
                     nodes = json.loads(js.read_text())["nodes"].values()
                     phases = {"connect": [x["connect_seconds"] for x in nodes], "checklist": [x["seconds"] for x in nodes]}
                 else:
-                    wall, _, rc, cpu = timed(sb, env, f"fanout-{kind}-{n}", argv=b if kind == "b" else c)
+                    wall, _, rc, cpu = timed(sb, env, f"fanout-{kind}-{n}", argv=["bash", "-c", fans[kind]])
                     phases = {}
                 done.append({"wall": wall, "rc": rc, "cpu": cpu, "nodes_cpu": nodes_cpu(sb) - before,
                                    "load": load, **phases})
@@ -155,36 +164,44 @@ def main():
         results = [measure(n, key, args.full, args.runs, args.also) for n in args.sizes]
     finally:
         shutil.rmtree(key.parent, ignore_errors=True)
-    print(f"{'full' if args.full else 'light'} config; {args.runs} rounds of (a) (b) (c), the median; "
+    print(f"{'full' if args.full else 'light'} config; {args.runs} rounds, interleaved, the median; "
           f"bytecode {'not ' if args.no_compile else ''}compiled; machine: {os.cpu_count()} cores; "
           f"fab's output in {LOGS}" + (f"; (a2): fab verify of {args.also}" if args.also else ""))
-    also = " (a2) fab verify of --also (s) | a2 / c | a2 / b |" if args.also else ""
-    print("| N | (a) fab verify (s) | (b) ssh true fan-out (s) | (c) ssh checklist fan-out (s) "
-          f"| a / c (goal <= 1.0) | a / b (goal <= 1.3) |{also} load (min-max) |")
-    print("|---" * (10 if args.also else 7) + "|")
+    kinds = list(results[0]["runs"])
+    print("Medians (s):")
+    print("| N | " + " | ".join(NAMES[k] for k in kinds) + " | load average (min-max) |")
+    print("|---" * (len(kinds) + 2) + "|")
     for res in results:
         m = {k: median(r["wall"] for r in v) for k, v in res["runs"].items()}
         loads = [r["load"] for v in res["runs"].values() for r in v]
-        extra = f" {m['a2']:.2f} | {m['a2'] / m['c']:.2f} | {m['a2'] / m['b']:.2f} |" if args.also else ""
-        print(f"| {res['n']} | {m['a']:.2f} | {m['b']:.2f} | {m['c']:.2f} | {m['a'] / m['c']:.2f} "
-              f"| {m['a'] / m['b']:.2f} |{extra} {min(loads):.1f}-{max(loads):.1f} |")
+        print(f"| {res['n']} | " + " | ".join(f"{m[k]:.2f}" for k in kinds) + f" | {min(loads):.1f}-{max(loads):.1f} |")
     print()
-    kinds = [k for k in ("a", "b", "c", "a2") if k in results[0]["runs"]]
+    fabs = [k for k in ("a", "a2") if k in kinds]
+    ratios = [(f, o) for f in fabs for o in ("c", "b", "c2", "b2")]
+    print("Ratios of the medians (goals: a / c <= 1.0, a / b <= 1.3):")
+    print("| N | " + " | ".join(f"{f} / {o}" for f, o in ratios) + " |")
+    print("|---" * (len(ratios) + 1) + "|")
+    for res in results:
+        m = {k: median(r["wall"] for r in v) for k, v in res["runs"].items()}
+        print(f"| {res['n']} | " + " | ".join(f"{m[f] / m[o]:.2f}" for f, o in ratios) + " |")
+    print()
+    print("Phases: each node's login and checklist round trip in fab verify --json (median over nodes and runs); "
+          "CPU seconds per run (median): the laptop's (wait4: fab, or bash and its ssh clients), the nodes' (cgroups)")
     print("| N | fab | login per node (s) | checklist round trip per node (s), median / max "
           f"| laptop CPU (s): {' / '.join(kinds)} | nodes' CPU (s): {' / '.join(kinds)} "
-          "| nodes' CPU per node (ms): login (b) / checklist (c - b) / fab verify (a) |")
+          "| nodes' CPU per node (ms): login b / b2, checklist c - b, fab verify a |")
     print("|---|---|---|---|---|---|---|")
     for res in results:
         n, runs = res["n"], res["runs"]
         cpu = {k: median(r["cpu"] for r in runs[k]) for k in kinds}
         ncpu = {k: median(r["nodes_cpu"] for r in runs[k]) for k in kinds}
-        for fab in [k for k in ("a", "a2") if k in kinds]:
+        for fab in fabs:
             connect = [x for r in runs[fab] for x in r["connect"]]
             checklist = [x for r in runs[fab] for x in r["checklist"]]
             print(f"| {n} | ({fab}) | {median(connect):.3f} | {median(checklist):.3f} / {max(checklist):.3f} | "
                   + " / ".join(f"{cpu[k]:.2f}" for k in kinds) + " | " + " / ".join(f"{ncpu[k]:.2f}" for k in kinds)
-                  + f" | {1000 * ncpu['b'] / n:.0f} / {1000 * (ncpu['c'] - ncpu['b']) / n:.0f} "
-                  f"/ {1000 * ncpu['a'] / n:.0f} |")
+                  + f" | {1000 * ncpu['b'] / n:.0f} / {1000 * ncpu['b2'] / n:.0f}, "
+                  f"{1000 * (ncpu['c'] - ncpu['b']) / n:.0f}, {1000 * ncpu['a'] / n:.0f} |")
     for res in results:
         print(f"N={res['n']}: setup {res['setup'][0]:.1f}s exit {res['setup'][2]}; runs (s): " + "; ".join(
             f"({k}) " + " ".join(f"{r['wall']:.2f}" for r in v) for k, v in res["runs"].items()))
