@@ -18,9 +18,9 @@ one after another (a b c b' c' a b c b' c' ...):
 
 Each run's wall time, its laptop CPU (wait4's rusage: fab, or bash with its
 ssh clients) and the nodes' CPU (their cgroups; sshd and all it starts), and
-the 1-minute load average before it (which counts
-the benchmark's own runs just before: 16 nodes' checklists lift it too). From (a)'s JSON: each node's login
-(``connect_seconds``) and its checklist's round trip (``seconds``). Prints
+the 1-minute load average before it (which counts the benchmark's own runs
+just before: 16 nodes' checklists lift it too). From (a)'s JSON: each node's
+login (``connect_seconds``) and its checklist's round trip (``seconds``). Prints
 the medians, fab verify / (c) (goal <= 1.0) and fab verify / (b) (goal <= 1.3),
 and the phases. ``--also DIR``: another checkout's ``fab verify --json`` too, as
 (a2), in the same rounds (an experiment beside this code). Before timing, the
