@@ -9,8 +9,6 @@ host keys, the tmux session, the jobs' directories. Paths under the login home a
 # The node script, renamed into place; each run stages its secrets in STAGE/<run>.
 SCRIPT = ".cache/multinode/node.sh"
 STAGE = ".cache/multinode/stage"
-# The jobs feature's directory per job (NAME/ with its state), which status counts.
-JOBS = ".cache/multinode/jobs"
 # What teardown searches for, sent by SFTP into this directory only the login user can enter.
 TEARDOWN_PLACE = ".cache/multinode/teardown"
 # On the head: the worker aliases (read with `ssh -F`) and their verified host keys, in ~/.ssh.
