@@ -88,7 +88,8 @@ def steps_part():
         waves.append(ready)
         placed |= {s.name for s in ready}
         pending = [s for s in pending if s not in ready]
-    lines += ["", "In the order they can start (each wave waits only for the steps it needs):", ""]
+    lines += ["", "The graph's levels: a step needs only steps of earlier levels, and starts as soon as those "
+              "it needs are done.", ""]
     lines += [f"{i + 1}. {', '.join(s.name for s in wave)}" for i, wave in enumerate(waves)]
     return "\n".join(lines + [""])
 
