@@ -1,9 +1,9 @@
 """Configuration: every key of the ``multinode`` config declared once, in `KEYS`.
 
 Each key has its check, its default and what it means; `DEFAULTS` (what Invoke
-is configured with), `SCHEMA` (what `schema.check` walks) and README's
-Configuration table (`config_table`: ``python -m multinode.config --table``)
-are derived from it.
+is configured with), `SCHEMA` (what `schema.check` walks) and the page
+docs/configuration.md (`config_page`: ``python -m multinode.config --markdown``;
+tests/test_docs.py fails while the page differs) are derived from it.
 
 Override in ``~/.fabric.yaml``, ``/etc/fabric.yaml`` or a project
 ``fabric.yaml`` (``multinode: {users: [ubuntu, root]}``); CLI flags win.
@@ -21,6 +21,7 @@ from .schema import (ALIAS, BRANCH, ENV_NAME, ENV_NAME_OR_EMPTY, FACT, FACTS, KE
                      workspace)
 
 
+@schema.kind("`[USER@]HOST[:PORT]`, `none` or empty")
 def jump_host(value):
     """``multinode.jump``: empty, ``none``, or a jump host as ``--jump`` takes it."""
     if text(value) not in ("", "none"):
@@ -33,7 +34,7 @@ def jump_host(value):
 
 class Key(NamedTuple):
     """One config key: its dotted name, the check its value must pass, its default, what it means
-    (Markdown, one line) and, where the default is too long for README's table, what the table shows."""
+    (Markdown, one line) and, where the default is too long for the docs' table, what the table shows."""
     name: str
     check: Callable
     default: Any
@@ -179,12 +180,60 @@ def _yaml(value):
 
 
 def config_table():
-    """README's Configuration table (Markdown): a row per key, as declared."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
+    """The table of docs/configuration.md (Markdown): a row per key, as declared: its type (the
+    words of its check, `schema.kind_of`), default and meaning."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key in KEYS:
         default = key.shown or "`" + _yaml(key.default).replace("|", "\\|") + "`"
-        rows.append(f"| `{key.name}` | {default} | {key.doc} |")
+        rows.append(f"| `{key.name}` | {schema.kind_of(key.check)} | {default} | {key.doc} |")
     return "\n".join(rows) + "\n"
+
+
+PAGE = """\
+# Configuration
+
+<!-- Generated from multinode/config.py (KEYS): edit there, then
+     uv run python -m multinode.config --markdown > docs/configuration.md
+     tests/test_docs.py fails while this page differs from what that prints. -->
+
+Every setting lives under the `multinode` key of a Fabric config file:
+`~/.fabric.yaml`, `/etc/fabric.yaml`, or this project's `fabric.yaml`.
+Command-line flags win over the file (`fab -i` over `identity`, `fab -t`
+over `connect_timeout`, a task's option over its key).
+
+```yaml run=config-example
+# ~/.fabric.yaml
+multinode:
+  users: [ubuntu, root]
+  identity: ~/.ssh/rentals
+  repo:
+    url: https://github.com/you/train.git
+  gpu:
+    count: 8
+```
+
+The whole `multinode` key is checked before anything connects. An unknown
+key (`worksapce`, `repo.ulr`) is refused, naming the nearest valid one.
+Types and ranges are checked: `"false"` is not a boolean, `"1h"` is not a
+number of seconds. Names are whole values (`alias_prefix`, the `secrets.env`
+names, tool names). A branch or URL cannot start with `-`. A damaged
+`cluster.json` is one clear line too. Each problem is one line on stderr,
+exit code 2, and nothing is written.
+
+The project's `fabric.yaml` sets `tasks.executor_class` (Fabric reads that
+key only from a config file): run `fab` in this directory, or use the
+`multinode` command, which has the executor built in.
+
+## Keys
+
+A dotted key is nested in the file: `repo.url` is `url:` under `repo:`.
+
+{table}"""
+
+
+def config_page():
+    """docs/configuration.md: where the settings live, how they are checked, and a row per key."""
+    return PAGE.format(table=config_table())
 
 
 def _positive_int(value, key):
@@ -256,6 +305,6 @@ def options(config):
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] != ["--table"]:
-        sys.exit("usage: python -m multinode.config --table")
-    print(config_table(), end="")
+    if sys.argv[1:] not in (["--table"], ["--markdown"]):
+        sys.exit("usage: python -m multinode.config --table|--markdown  (the table, or all of docs/configuration.md)")
+    print(config_table() if sys.argv[1] == "--table" else config_page(), end="")

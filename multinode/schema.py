@@ -37,18 +37,34 @@ class Problem(Exception):
     """What is wrong with one value (the key is added by `check`)."""
 
 
+def kind(what):
+    """Give a check the words docs/configuration.md's type column shows for it (its ``kind``)."""
+    def mark(check):
+        check.kind = what
+        return check
+    return mark
+
+
+def kind_of(check):
+    """What a check's values are, in words (a check made here always says)."""
+    return check.kind
+
+
+@kind("string, several lines allowed")
 def text(value):
     if not isinstance(value, str):
         raise Problem("expected text")
     return value
 
 
+@kind("string")
 def line(value):
     if "\n" in text(value) or "\r" in value:
         raise Problem("expected one line of text")
     return value
 
 
+@kind("string, not starting with `-`")
 def not_option(value):
     """One line that no command can read as an option."""
     if line(value).startswith("-"):
@@ -56,6 +72,7 @@ def not_option(value):
     return value
 
 
+@kind("boolean")
 def boolean(value):
     if not isinstance(value, bool):
         raise Problem("expected true or false (not a string)")
@@ -63,6 +80,7 @@ def boolean(value):
 
 
 def integer(low, high):
+    @kind(f"integer, {low} to {high}")
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise Problem(f"expected a whole number from {low} to {high}")
@@ -71,6 +89,7 @@ def integer(low, high):
 
 
 def number(low, high):
+    @kind(f"number, {low} to {high}")
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise Problem(f"expected a number from {low} to {high}")
@@ -78,7 +97,12 @@ def number(low, high):
     return check
 
 
-def pattern(regex, what, empty=False):
+def pattern(regex, what, empty=False, noun=None):
+    """A whole value ``regex`` matches (``empty``: or ""); ``what`` the error says is wanted,
+    ``noun`` what the type column calls it (default: ``what`` without its article)."""
+    noun = noun or re.sub(r"^an? ", "", what)
+
+    @kind(noun + (", or empty" if empty and "empty" not in noun else ""))
     def check(value):
         if not (empty and value == "") and not (isinstance(value, str) and regex.fullmatch(value)):
             raise Problem(f"expected {what}")
@@ -87,6 +111,7 @@ def pattern(regex, what, empty=False):
 
 
 def list_of(item, nonempty=False):
+    @kind(f"list{', at least one entry' if nonempty else ''}; each {item.kind}")
     def check(value):
         if not isinstance(value, list):
             raise Problem("expected a list")
@@ -102,6 +127,7 @@ def list_of(item, nonempty=False):
 
 
 def dict_of(key, item):
+    @kind(f"mapping of {key.kind} to {item.kind}")
     def check(value):
         if not isinstance(value, dict):
             raise Problem("expected a mapping")
@@ -117,6 +143,7 @@ def dict_of(key, item):
 
 def record(fields):
     """A mapping with exactly ``fields`` ({name: validator})."""
+    @kind("{" + ", ".join(fields) + "}")
     def check(value):
         if not isinstance(value, dict) or set(value) != set(fields):
             raise Problem(f"expected exactly {', '.join(fields)}")
@@ -135,6 +162,7 @@ def normalized(path):
     return posixpath.normpath("/" + path.lstrip("/"))
 
 
+@kind("absolute path, a directory of its own")
 def workspace(value):
     """A directory of its own: never a system directory, nor one just inside a directory that
     holds other people's files (``teardown --workspace`` deletes it), in any spelling."""
@@ -149,12 +177,14 @@ def workspace(value):
     return value
 
 
+@kind("absolute path")
 def absolute(value):
     if not line(value).startswith("/"):
         raise Problem("expected an absolute path")
     return value
 
 
+@kind("a step's name")
 def step_name(value):
     from . import manifest  # the steps the manifest declares, read only when step_timeouts is set
 
@@ -167,8 +197,10 @@ def step_name(value):
 PORT = integer(1, 65535)
 SECONDS = integer(1, 7 * 24 * 3600)
 URL = not_option
-USER = pattern(USER_RE, "login user names (lowercase letters, digits, _ and -)")
-ALIAS = pattern(ALIAS_RE, "lowercase letters, digits, - and _, not ending in a digit")
+USER = pattern(USER_RE, "login user names (lowercase letters, digits, _ and -)",
+               noun="login user name (lowercase letters, digits, _ and -)")
+ALIAS = pattern(ALIAS_RE, "lowercase letters, digits, - and _, not ending in a digit",
+                noun="name: lowercase letters, digits, - and _, not ending in a digit")
 BRANCH = pattern(BRANCH_RE, "a git branch name")
 REPO_NAME = pattern(REPO_NAME_RE, "a directory name (letters, digits, . _ -)", empty=True)
 ENV_NAME = pattern(ENV_NAME_RE, "an environment variable name (letters, digits, _)")

@@ -1,6 +1,6 @@
 """Your own tasks on every node, with multinode's executor, connections and report.
 
-    # fabfile.py, in a directory of yours (README: "Your own tasks")
+    # fabfile.py, in a directory of yours (docs/extending.md)
     from multinode import NodeError, Outcome, collection, node_task
 
     @node_task(help={"least": "fewest GPUs a node may have"})

@@ -1,4 +1,6 @@
-"""The config schema through the real CLI: each bad value is one line, exit 2, nothing written; README's table."""
+"""The config schema through the real CLI: each bad value is one line, exit 2, nothing written.
+
+docs/configuration.md, generated from the same declaration, is checked by tests/test_docs.py."""
 
 import json
 import os
@@ -6,7 +8,6 @@ import subprocess
 
 import pytest
 
-from multinode.config import config_table
 from tests.conftest import FAB, ROOT
 
 HOSTS = "198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11"
@@ -104,12 +105,3 @@ def test_a_bad_argument_of_a_later_task_stops_the_run_before_the_first(tmp_path,
                        timeout=60)
     assert r.returncode == 2 and named in r.stderr and r.stdout == "", r.stdout + r.stderr
     assert files(home) == before
-
-
-def test_the_readme_configuration_table_is_the_generated_one():
-    readme = (ROOT / "README.md").read_text()
-    begin = "<!-- config-table: generated from multinode/config.py; python -m multinode.config --table -->\n"
-    documented = readme.partition(begin)[2].partition("<!-- end config-table -->")[0]
-    assert documented == config_table(), (
-        "README.md's Configuration table differs from multinode/config.py's KEYS: replace what stands between its "
-        "config-table markers with the output of `uv run python -m multinode.config --table`")

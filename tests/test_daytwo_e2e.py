@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
 from tests.conftest import ROOT, SECRETS, WANDB, node_sh
+from tests.docblocks import block, commands
 from tests.test_hostkeys_users_e2e import rows
 
 MULTINODE = str(Path(shutil.which("fab") or ROOT / ".venv/bin/fab").with_name("multinode"))
@@ -72,19 +74,21 @@ def test_sync_sends_only_what_differs(configured, healthy, tmp_path):
     assert laptop.fab("sync", str(tmp_path / "nowhere")).returncode == 2
 
 
-def test_a_users_own_task_from_the_readme_runs_outside_the_project(configured, healthy, tmp_path):
+def test_a_users_own_tasks_from_the_docs_run_outside_the_project(configured, healthy, tmp_path):
+    """docs/extending.md's fabfile.py and its commands, as they stand there, from a directory of the user's."""
     laptop, sb = configured, healthy
-    readme = (ROOT / "README.md").read_text()
-    example = re.search(r"```python\n(# fabfile\.py\n.*?)```", readme, re.S).group(1)
     mine = tmp_path / "myproject"
     mine.mkdir()
-    (mine / "fabfile.py").write_text(example)
+    (mine / "fabfile.py").write_text(block("docs/extending.md", "extending-fabfile"))
+    least, chained, uptime = [shlex.split(line) for line in commands(block("docs/extending.md", "extending-commands"))]
+    assert least[0] == chained[0] == uptime[0] == "multinode"
     assert laptop.fab("-H", sb.hosts, "hostkeys", "detect-user").returncode == 0
     for nid, count in ((0, 8), (1, 8), (2, 7)):
         sb.fake_gpus(nid, count)
     try:
-        r = laptop.run(MULTINODE, "gpus", "--least", "8", cwd=mine)
-        both = laptop.run(MULTINODE, "hostkeys", "gpus", cwd=mine)
+        r = laptop.run(MULTINODE, *least[1:], cwd=mine)
+        both = laptop.run(MULTINODE, *chained[1:], cwd=mine)
+        up = laptop.run(MULTINODE, *uptime[1:], cwd=mine)
     finally:
         for nid in range(3):
             sb.fake_gpus(nid, 0)
@@ -93,6 +97,8 @@ def test_a_users_own_task_from_the_readme_runs_outside_the_project(configured, h
                                       "rental2": ("FAILED", "7 GPU(s), fewer than 8")}
     assert [s for s, _ in rows(both.stdout, "hostkeys").values()] == ["ok"] * 3
     assert rows(both.stdout, "gpus")["rental0"] == ("ok", "8 GPU(s)")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert sorted(re.findall(r"^(rental\d)  up \d+\.\d h$", up.stdout, re.M)) == ["rental0", "rental1", "rental2"]
 
 
 def node_files(sb, nid):

@@ -84,9 +84,13 @@ def test_the_readmes_first_command_ends_with_a_ready_cluster():
     """./demo as the README runs it (its tools already here: it installs nothing), then verify as documented."""
     import os
 
+    from tests.docblocks import block, commands
+
+    demo = commands(block("README.md", "two-commands"))[0]  # the second, ./test, is what CI runs (.ci/run)
+    assert demo == "./demo"
     env = {**os.environ, "MULTINODE_SANDBOX": "mndemo"}
     try:
-        r = subprocess.run([str(ROOT / "demo")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run([str(ROOT / demo)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "Cluster Ready: 3 node(s) setup and verified" in r.stdout
         assert "uv run fab sandbox.shell --name mndemo" in r.stdout and "uv run fab sandbox.down --name mndemo" in r.stdout

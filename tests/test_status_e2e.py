@@ -60,7 +60,9 @@ def test_status_a_row_per_node_json_watch_and_a_node_that_does_not_answer(laptop
         sb.fake_gpus(0, 8)
         sb.fake_gpus(2, 2)
         # A job as the jobs tasks keep one: running while its supervisor runs its job.sh, no exit recorded.
-        node_sh(sb, 0, "J=~/.cache/multinode/jobs; mkdir -p $J/train $J/done && echo 'sleep 120' >$J/train/job.sh && "
+        # Its supervisor is `bash /home/USER/.cache/multinode/jobs/NAME/job.sh ...`, as jobs.sh starts it (alone
+        # in the background: `a && b &` would make $! a subshell's, whose command line is another).
+        node_sh(sb, 0, "J=~/.cache/multinode/jobs; mkdir -p $J/train $J/done && echo 'sleep 120' >$J/train/job.sh; "
                        "setsid bash $J/train/job.sh </dev/null >/dev/null 2>&1 & "
                        "echo \"supervisor $!\" >~/.cache/multinode/jobs/train/state; "
                        "printf 'supervisor 1\\nexit 0\\n' >~/.cache/multinode/jobs/done/state")
