@@ -17,11 +17,14 @@ NODES = [Node(0, "rental0", "198.18.0.10", "198.19.0.10"), Node(1, "rental1", "1
 def run_status(tmp_path, smi=None, workspace="/nonexistent/ws", head=True):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    path = "/usr/bin:/bin"
+    # No Ray here: this machine's own processes (a sandbox's raylets, run by root) are not this node's.
+    (bin_dir / "pgrep").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "pgrep").chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    (bin_dir / "nvidia-smi").unlink(missing_ok=True)
     if smi is not None:
         (bin_dir / "nvidia-smi").write_text("#!/bin/sh\n" + smi)
         (bin_dir / "nvidia-smi").chmod(0o755)
-        path = f"{bin_dir}:{path}"
     cmd = command("bash", "-c", render("status.sh.j2"), "status", workspace, str(tmp_path / "jobs"), head)
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True, env={**os.environ, "PATH": path})
     assert r.returncode == 0 and r.stderr == "", r.stderr
