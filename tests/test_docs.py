@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import unicodedata
-from pathlib import Path
 
 import pytest
 
