@@ -55,7 +55,7 @@ def verify_script(node, nodes, opts, available, failed=(), full=False):
     where setup's verdict still holds (their seal)."""
     return render(
         "verify.sh.j2",
-        alias=node.alias, private_ip=node.private, ihn=node.nid == 0, multi=len(nodes) > 1,
+        alias=node.alias, private_ip=node.private, ihn=node is nodes[0], multi=len(nodes) > 1,
         workers=[worker_name(n) for n in nodes[1:] if n.alias not in failed],
         others=[n.private for n in nodes if n.alias not in failed and n.alias != node.alias], ray_head_ip=nodes[0].private,
         privates=[n.private for n in nodes], ray_members=RAY_MEMBERS, full=full, repo_name=repo_name(opts["repo"]),
@@ -93,9 +93,9 @@ def run_checks(session, opts, quiet=False, full=False):
         return Outcome("ok")
 
     session.each("verify", check, quiet=True)
-    consistency(session.nodes, results, facts, opts["consistency"]["ignore"])
-    session.pairs = pair_checks(session.nodes, results, reached)
-    for node in session.nodes:
+    consistency(session.scoped, results, facts, opts["consistency"]["ignore"])
+    session.pairs = pair_checks(session.scoped, results, reached)
+    for node in session.scoped:
         if node.alias not in results:
             continue
         checks = results[node.alias]

@@ -96,12 +96,6 @@ def _port(value, spec):
     return int(value)
 
 
-def _port(value, spec):
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise BadInput(f"bad port {value!r} in {spec!r}: expected 1-65535")
-    return int(value)
-
-
 def _user_and_rest(spec, what="node"):
     if not spec:
         raise BadInput(f"empty {what} in the host list" if what == "node" else f"empty {what}")
@@ -223,8 +217,9 @@ def load_cluster(path):
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
     try:
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"] \
-                or set(data) - {"nodes", "jump"}:
-            raise ValueError("expected {\"nodes\": [...]} with at least one node (and a \"jump\")")
+                or set(data) - {"nodes", "jump", "failed", "leaving"}:
+            raise ValueError("expected {\"nodes\": [...]} with at least one node (and \"jump\", \"failed\", "
+                             "\"leaving\")")
         nodes = [node_from_state(node, i) for i, node in enumerate(data["nodes"])]
         nids = [n.nid for n in nodes]
         if len(set(nids)) != len(nids):
@@ -244,16 +239,42 @@ def load_cluster(path):
     return nodes, jump
 
 
+def load_notes(path):
+    """What the remembered cluster notes besides its nodes (see `membership`): the nids of the
+    nodes that failed in the last run, and the machines leaving it, not yet wiped. Checked as
+    the nodes are: ([], []) without a remembered cluster."""
+    if load_cluster(path)[0] is None:
+        return [], []
+    data = json.loads(Path(path).read_text())
+    failed, leaving = data.get("failed", []), data.get("leaving", [])
+    try:
+        if not isinstance(failed, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in failed):
+            raise ValueError(f"failed {failed!r} is not a list of node numbers")
+        if not isinstance(leaving, list):
+            raise ValueError(f"leaving {leaving!r} is not a list of nodes")
+        leaving = [node_from_state(node, i) for i, node in enumerate(leaving)]
+    except (BadInput, KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc} (pass -H to give the cluster "
+                       "again)") from None
+    return failed, leaving
+
+
 def load_state(path):
     """The remembered nodes, or None when there is no remembered cluster."""
     return load_cluster(path)[0]
 
 
-def save_state(path, nodes, jump=None):
-    """Remember ``nodes`` (and the ``jump`` host in front of them); what a run resolved is not kept."""
-    data = {"nodes": [{k: v for k, v in asdict(n).items() if k in NODE_FIELDS} for n in nodes]}
+def save_state(path, nodes, jump=None, failed=(), leaving=()):
+    """Remember ``nodes`` (and the ``jump`` host in front of them, the nids of those that
+    ``failed``, the machines ``leaving``); what a run resolved is not kept."""
+    fields = lambda n: {k: v for k, v in asdict(n).items() if k in NODE_FIELDS}  # noqa: E731
+    data = {"nodes": [fields(n) for n in nodes]}
     if jump is not None:
         data["jump"] = jump.spec
+    if failed:
+        data["failed"] = sorted(set(failed))
+    if leaving:
+        data["leaving"] = [fields(n) for n in leaving]
     return write_atomic(path, json.dumps(data, indent=2) + "\n", mode=0o600, backup=False)
 
 

@@ -28,7 +28,7 @@ def node_script(node, nodes, opts, missing, peers=None):
     steps = manifest.applied(len(nodes))
     return render(
         "node.sh.j2",
-        nid=node.nid, ihn=node.nid == 0, ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
+        nid=node.nid, ihn=node is nodes[0], ray_head_ip=nodes[0].private, single_node=len(nodes) == 1,
         multi=len(nodes) > 1, alias=node.alias, private_ip=node.private, nodes=nodes, peers=peers or nodes,
         steps=[s.name for s in steps], needs={s.name: s.needs for s in steps},
         packages={s.name: s.packages for s in steps}, missing_secrets=missing,
@@ -50,7 +50,7 @@ def step_times(output):
     return {name: seconds for name, _, _, seconds in protocol.steps(output) if seconds is not None}
 
 
-def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):
+def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60, only=None, own=True):
     """Stage the secrets and the script by SFTP, run it, stream its output to ``out``.
 
     SFTP's open sends no mode, so files are created as the server's umask
@@ -58,6 +58,8 @@ def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):
     else can enter whatever their own mode. The stage is this run's own; the
     script goes to a temporary name first and is renamed over the old one
     (a bash still reading the old one after a Ctrl-C never sees it change).
+    ``only``: those steps alone; ``own=False``: the script runs from the stage, the node's
+    own script stays as it was.
     """
     run_id = secrets.token_hex(4)
     stage = f"{STAGE}/{run_id}"  # this run's own: an old run's cleanup never meets its secrets
@@ -69,12 +71,13 @@ def send_and_run(cxn, script, files, out, timeout, sftp_timeout=60):
             with sftp.open(f"{stage}/{name}", "wb") as fh:
                 fh.chmod(0o600)
                 fh.write(data)
-        with sftp.open(f"{SCRIPT}.{run_id}", "wb") as fh:
+        path = SCRIPT if own else f"{stage}/node.sh"
+        with sftp.open(f"{path}.{run_id}", "wb") as fh:
             fh.write(script.encode())
-        sftp.posix_rename(f"{SCRIPT}.{run_id}", SCRIPT)
+        sftp.posix_rename(f"{path}.{run_id}", path)
         started = True  # from here the script's own EXIT trap removes the stage
-        return cxn.run(command("bash", SCRIPT, stage), warn=True, hide=False, in_stream=False,
-                       out_stream=out, err_stream=out, timeout=timeout)
+        return cxn.run(command("bash", path, stage, *(("--only", ",".join(only)) if only else ())), warn=True,
+                       hide=False, in_stream=False, out_stream=out, err_stream=out, timeout=timeout)
     finally:
         if not started:
             remove_stage(sftp, stage)

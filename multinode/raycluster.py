@@ -54,7 +54,7 @@ def check_ray(session, opts, venv_python, rejoin=None, first_wait=20):
     alive = members(session, opts, venv_python, min(first_wait, wait) if rejoin else wait)
     if alive is None:
         return
-    missing = [n for n in session.alive() if n.private not in alive and n.nid != 0]
+    missing = [n for n in session.alive() if n.private not in alive and n is not head]
     if missing and rejoin:
         rejoin(missing)
         alive = members(session, opts, venv_python, wait)

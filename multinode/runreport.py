@@ -26,7 +26,7 @@ class NodeRun:
 
 def show_logs(session, results, tail):
     """Each node's last ``tail`` lines (a failed node's error lines from earlier too)."""
-    for node in session.nodes:
+    for node in session.scoped:
         run = results.get(node.alias)
         if run is None or (not tail and run.exited == 0):  # --tail 0: nothing for a node that succeeded
             continue
@@ -50,7 +50,7 @@ def slowest(run):
 
 def show_table(session, results):
     rows = [("node", "user", "result", "duration", "changed", "ok", "skipped", "failed", "slowest step")]
-    for node in session.nodes:
+    for node in session.scoped:
         run = results.get(node.alias, NodeRun([]))
         counts = [sum(1 for _, s, _ in run.steps if s == k) for k in ("changed", "ok", "skipped", "failed")]
         result = f"FAILED ({session.failed[node.alias][0]})" if node.alias in session.failed else "ok"
@@ -62,7 +62,7 @@ def show_table(session, results):
 def write_summary(session, results, path):
     """The run as JSON beside the logs (0600), for scripts and the benchmark."""
     nodes = {}
-    for node in session.nodes:
+    for node in session.scoped:
         run = results.get(node.alias, NodeRun([]))
         failed = session.failed.get(node.alias)
         nodes[node.alias] = {

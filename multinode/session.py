@@ -18,7 +18,7 @@ from invoke.exceptions import Exit
 
 from .config import options, settings
 from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login, tcp_connect
-from .inventory import BadInput, adopt_known_users, load_cluster, parse_hosts, parse_jump, save_state
+from .inventory import BadInput, adopt_known_users, load_cluster, load_notes, parse_hosts, parse_jump, save_state
 from .arguments import checks_arguments, named_nodes, number_arg  # noqa: F401  the tasks import them from here
 from .pins import Pins, as_key
 from .reach import hop_of, resolve_names, show, through
@@ -73,6 +73,10 @@ class Session:
         self.jump = None  # the jump host in front of every node, as a Node of its own
         self.unresolved = None  # a name that did not resolve: the run stops before a task needs the nodes
         self.unreachable = {}  # alias -> why its login failed (a hop's failure is told to every node behind it)
+        self.scope = None  # the aliases this run works on (setup --nodes, churn); None: every node
+        self.failed_before = set()  # nids of the nodes that failed in the last run (remembered)
+        self.leaving = []  # machines leaving the cluster, not yet wiped (remembered; see `membership`)
+        self.admitted = []  # machines this run reaches that are not (or not yet) members (`admit`)
 
     def start(self, config):
         """Load settings and nodes once, on the first task that needs them."""
@@ -89,11 +93,14 @@ class Session:
             self.no_cluster = BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
             nodes = adopt_known_users(self.given, remembered) if self.given else remembered or []
             self.remembered = remembered or []
+            if remembered and (not self.given or [n.address for n in self.given] == [n.address for n in remembered]):
+                failed, self.leaving = load_notes(self.settings.state)
+                self.failed_before = set(failed)
             self.pins = Pins.load(self.settings.state, self.settings.known_hosts)
             self.jump = self.jump_host(remembered_jump, remembered)
         except BadInput as exc:
             raise exc.exit() from None
-        for node in nodes:
+        for node in nodes + self.leaving:
             node.alias = f"{self.settings.alias_prefix}{node.nid}"
             node.via = nodes[0].address if node.head_only else ""
         try:
@@ -141,6 +148,25 @@ class Session:
     def head(self):
         return self.nodes[0]
 
+    def admit(self, machines):
+        """Let this run reach ``machines`` that are not members (new ones, ones leaving): each gets a
+        lock and a place in the report. A leaving machine whose alias a member now has is
+        called ALIAS-old."""
+        members = {n.alias for n in self.nodes}
+        self.admitted += [n for n in machines if n not in self.admitted]
+        for node in machines:
+            if node.alias in members and node not in self.nodes:
+                node.alias = f"{node.alias}-old"
+            self.locks.setdefault(node.alias, threading.Lock())
+            self.report.alias_w = max(self.report.alias_w, len(node.alias))
+            self.report.addr_w = max(self.report.addr_w, len(node.address))
+        return list(machines)
+
+    @property
+    def scoped(self):
+        """The nodes this run works on: all of them, unless a task chose some (``scope``)."""
+        return [n for n in self.nodes if self.scope is None or n.alias in self.scope]
+
     def find(self, name):
         """The node called ``name`` (alias, public address or ``[addr]:port``), or None."""
         return next((n for n in self.nodes if name in (n.alias, n.public, n.address)), None)
@@ -168,7 +194,7 @@ class Session:
         While it runs, a live view shows which nodes are still at it (see
         `Progress`; ``progress``: the task's own, already shown).
         """
-        self.skip_failed(task, only or self.nodes)
+        self.skip_failed(task, only or self.scoped)
         view = progress or Progress(self.report, task, self.options["progress_interval"], transient=True)
 
         def work(node):
@@ -185,7 +211,7 @@ class Session:
                 self.report.line(task, node, outcome.status, outcome.detail)
             return node.alias, outcome
 
-        targets = [n for n in only or self.nodes if n.alias not in self.failed]
+        targets = [n for n in only or self.scoped if n.alias not in self.failed]
         self.touched.update(n.alias for n in targets)
         if not targets:
             return {}
@@ -282,8 +308,15 @@ class Session:
         Any other stop (a bad task argument, exit 2) writes nothing.
         """
         self.close()
-        if self.interrupted and self.nodes:
-            save_state(self.settings.state, self.nodes, self.jump)
+        if self.interrupted and self.nodes and self.remember:
+            self.save()
+
+    def save(self):
+        """Remember the cluster: its nodes, jump host, the nodes that failed (in this run, or
+        in an earlier one and not worked on since) and the machines still leaving it."""
+        failed = {n.nid for n in self.nodes if n.alias in self.failed
+                  or (n.nid in self.failed_before and n.alias not in self.touched)}
+        save_state(self.settings.state, self.nodes, self.jump, failed, self.leaving)
 
     def finish(self):
         """Close connections, remember the cluster, summarize; exit 1 on failure."""
@@ -291,9 +324,10 @@ class Session:
         if not self.nodes:
             return
         if self.remember:
-            save_state(self.settings.state, self.nodes, self.jump)
+            self.save()
         # The nodes the run worked on (`exec --nodes` picks some), else all of them.
         worked = [n for n in self.nodes if n.alias in self.touched or n.alias in self.failed]
+        worked += [n for n in self.admitted if n.alias in self.failed and n not in self.nodes]
         self.report.summary(worked or self.nodes, self.failed, hops=[self.jump] if self.jump else [])
         if self.failed:
             raise Exit(code=1)

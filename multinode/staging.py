@@ -86,11 +86,17 @@ def secret_values(opts, key_path):
     (see `ledger`, which also says what is too short to look for)."""
     values = [value for _, _, value in configured_secrets(opts) if value] + git_tokens(opts)
     values += [ln for ln in (age_identity(opts) or "").splitlines() if ln.startswith("AGE-SECRET-KEY-")]
-    if key_path is not None and Path(key_path).is_file():
-        # Its first two lines are the format's header and the public key: alike in every
-        # OpenSSH key (a host key would match) or not secret. The rest is this key's own.
-        values += [ln for ln in Path(key_path).read_text().splitlines() if not ln.startswith("-----")][2:]
+    values += key_values(key_path)
     return list(dict.fromkeys(v.strip() for v in values if v and v.strip()))
+
+
+def key_values(key_path):
+    """The lines of the cluster's private key that are its own (what a search for it looks for)."""
+    if key_path is None or not Path(key_path).is_file():
+        return []
+    # Its first two lines are the format's header and the public key: alike in every
+    # OpenSSH key (a host key would match) or not secret. The rest is this key's own.
+    return [ln for ln in Path(key_path).read_text().splitlines() if not ln.startswith("-----")][2:]
 
 
 def git_tokens(opts):
@@ -103,15 +109,18 @@ def git_tokens(opts):
 
 
 def cluster_signature(nodes):
-    """Which machines a cluster is: a new -H cluster gets a new key."""
-    return "".join(f"{n.public} {n.port} {n.private}\n" for n in nodes)
+    """Which cluster a key is for: its head's machine. Workers come and go (`fab add`, `remove`,
+    `replace`) under the same key, each authorized from the members' private addresses only; a
+    cluster with another head (a new -H cluster, a replaced head) gets a new key."""
+    head = nodes[0]
+    return f"{head.public} {head.port} {head.private}\n"
 
 
 def cluster_key(state_path, nodes, create=True):
     """The cluster's own key pair (never the laptop's key), fresh for each cluster.
 
-    Kept beside the remembered cluster with the list of machines it is for;
-    another list (a new cluster) makes a new pair and forgets the old one,
+    Kept beside the remembered cluster with the machine it is for (`cluster_signature`);
+    another (a new cluster) makes a new pair and forgets the old one,
     whose line leaves each node's authorized_keys when it joins the new
     cluster. Without ``create``: None where a new pair would be made.
     """

@@ -6,7 +6,8 @@ that machine: nothing is scanned or accepted blindly), writes ``Host workerK``
 entries (in ``~/.ssh/multinode_config``, a file of ours, never the user's
 ``~/.ssh/config``; the cluster key is the identity) and then runs ``ssh workerK hostname`` for every worker, with
 strict host key checking: a private address that leads to another machine
-(swapped addresses, say) fails there.
+(swapped addresses, say) fails there. A run on some nodes (``setup --nodes``,
+the churn tasks) writes every worker's alias and proves those nodes' alone.
 """
 
 from invoke import Collection, task
@@ -42,7 +43,8 @@ def head_ssh(c):
                     ssh_config=HEAD_SSH_CONFIG,
                     kex=session.options["head_ssh"]["kex_algorithms"], workers=[
         {"alias": w.alias, "name": worker_name(w), "private": w.private, "user": w.user,
-         "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]]} for w in workers
+         "keys": [f"{k.get_name()} {k.get_base64()}" for k in keys[w.alias]],
+         "prove": w in session.scoped} for w in workers  # the run's nodes: another is not contacted
     ])
 
     def run(node, cxn):

@@ -137,8 +137,8 @@ def hostkeys(c, reinstalled=None, forget=None, jump=None):
     entries = known_host_entries(session.settings.known_hosts)
     if session.jump is not None:
         record(session, [session.jump], entries, chosen)
-    record(session, [n for n in session.nodes if not n.head_only], entries, chosen)
-    behind = [n for n in session.nodes if n.head_only]
+    record(session, [n for n in session.scoped if not n.head_only], entries, chosen)
+    behind = [n for n in session.scoped if n.head_only]
     if behind:
         record(session, behind, entries, chosen)
 

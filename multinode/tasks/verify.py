@@ -33,16 +33,16 @@ def verify(c, json=False, full=False):
                                 "failed": session.failed.get(n.alias, (None, None))[1],
                                 "checks": {k: {"status": JSON_STATUS[s], "reason": r}
                                            for k, (s, r) in results.get(n.alias, {}).items()}}
-                      for n in session.nodes},
+                      for n in session.scoped},
         }, indent=2, ensure_ascii=False))
         return
     if results:
         print()
-        print(table(session.nodes, results))
+        print(table(session.scoped, results))
         if session.pairs:
             print("\nprivate network: unreachable pairs")
             print("\n".join(f"  {pair}" for pair in session.pairs))
-        consistent = facts_table(session.nodes, session.facts, opts["consistency"]["ignore"])
+        consistent = facts_table(session.scoped, session.facts, opts["consistency"]["ignore"])
         if consistent:
             print("\nconsistency (against the head)")
             print(consistent)
