@@ -100,28 +100,17 @@ def change(c, session, task, members, joining=(), leaving=(), redo=()):
     session.remember = False  # nothing is remembered before the change is known
     session.nodes = list(members)
     session.admit(list(joining) + leaving)
+    set_up = distinct([members[0], *joining]) if new_head else list(joining)
+    staying = [n for n in members if n not in set_up]
     if new_head:
         session.report.write(f"{task}: the head moves to {members[0].alias} ({members[0].address}): Ray restarts "
                              "on every node, and the tmux session starts anew there")
-        set_up = distinct([members[0], *joining])
-        staying = [n for n in members if n not in set_up]
-        refresh(session, task, staying, own_script=True)  # the new head's address, before they rejoin it
-    else:
-        set_up, staying = list(joining), [n for n in members if n not in joining]
-    if set_up:
-        bring_up(c, session, set_up)
-        came = [n for n in joining if n.alias not in session.failed]
-        if not came or (task == "replace" and len(came) < len(joining)):
-            # The cluster stays as it was (nothing remembered; the laptop's aliases put back); the
-            # new machine is named failed.
-            write_ssh_config(session.settings.ssh_config, before, session.settings.identity, session.jump,
-                             session.settings.known_hosts)
-            session.report.write(f"{task}: nothing changed on the other nodes; run the same command again "
-                                 "once the new machine is fixed, or give another")
-            return
-        session.nodes = [n for n in members if n not in joining or n in came]
+        for node in members:  # the workers without a public address are reached through the new head
+            node.via = members[0].address if node.head_only else ""
+    if set_up and not bring_up(c, session, task, set_up, joining, before, new_head, staying):
+        return
     if not new_head:
-        refresh(session, task, staying)
+        refresh(session, staying)
     head_side(c, session, [n for n in joining if n in session.nodes], redo, everything=new_head)
     session.leaving = leaving
     session.remember = True
@@ -131,15 +120,33 @@ def change(c, session, task, members, joining=(), leaving=(), redo=()):
         check_ray(session, opts, venv_bin(opts, "python"))
 
 
-def bring_up(c, session, nodes):
-    """The full treatment for ``nodes`` alone: host keys, login user, bootstrap (Ray joins the head)."""
+def bring_up(c, session, task, nodes, joining, before, new_head, staying):
+    """The full treatment for ``nodes`` alone: host keys, login user, bootstrap (Ray joins the head).
+    A new head's workers get its address between the login and the bootstrap, to rejoin it.
+    False when the change stops here: the machines joining failed (an `add` goes on with those that came)."""
     session.scope = {n.alias for n in nodes}
     session.run_task(c, "hostkeys")
     session.run_task(c, "detect-user")
+    if new_head and session.head.alias not in session.failed:
+        refresh(session, staying, own_script=True)
     session.run_task(c, "bootstrap", tail=0)  # a failed node's errors are shown all the same
+    came = [n for n in joining if n.alias not in session.failed]
+    if (new_head and session.head.alias in session.failed) or not came or (task == "replace" and came != joining):
+        if new_head:
+            session.report.write(f"{task}: the new head could not be set up; run the same command again once it "
+                                 "is fixed (the nodes that stay may have its address already)")
+            return False
+        # The cluster stays as it was (nothing remembered, the laptop's aliases put back); the new machine is named.
+        write_ssh_config(session.settings.ssh_config, before, session.settings.identity, session.jump,
+                         session.settings.known_hosts)
+        session.report.write(f"{task}: nothing changed on the other nodes; run the same command again once the new "
+                             "machine is fixed, or give another")
+        return False
+    session.nodes = [n for n in session.nodes if n not in joining or n in came]
+    return True
 
 
-def refresh(session, task, nodes, own_script=False):
+def refresh(session, nodes, own_script=False):
     """The ``ssh`` and ``hosts`` steps of ``nodes``, rendered for the cluster as it is now, run from
     the stage with the cluster key's files alone. ``own_script``: the node keeps the new script
     (a new head: Ray's rejoin runs it)."""
@@ -162,7 +169,8 @@ def refresh(session, task, nodes, own_script=False):
         if result.exited != 0 or failed:
             last = (out.getvalue().strip().splitlines() or [""])[-1]
             raise NodeError("; ".join(failed) or f"exited {result.exited}: {last}")
-        changed = [detail for _, status, detail in steps if status == "changed"]
+        changed = [detail for name, status, detail in sorted(steps, key=lambda step: MEMBER_STEPS.index(step[0]))
+                   if status == "changed"]
         return Outcome("changed" if changed else "ok", "; ".join(changed) or "cluster key and /etc/hosts as wanted")
 
     session.each("members", run, only=nodes)

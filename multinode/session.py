@@ -194,7 +194,8 @@ class Session:
         While it runs, a live view shows which nodes are still at it (see
         `Progress`; ``progress``: the task's own, already shown).
         """
-        self.skip_failed(task, only or self.scoped)
+        only = self.scoped if only is None else only  # [] is no node
+        self.skip_failed(task, only)
         view = progress or Progress(self.report, task, self.options["progress_interval"], transient=True)
 
         def work(node):
@@ -211,7 +212,7 @@ class Session:
                 self.report.line(task, node, outcome.status, outcome.detail)
             return node.alias, outcome
 
-        targets = [n for n in only or self.scoped if n.alias not in self.failed]
+        targets = [n for n in only if n.alias not in self.failed]
         self.touched.update(n.alias for n in targets)
         if not targets:
             return {}

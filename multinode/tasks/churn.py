@@ -21,10 +21,11 @@ from ..session import checks_arguments, session_of
 HEAD = "allow the head (rental0) to be changed: Ray then restarts on every node"
 
 
-def replace_arguments(session, alias=None, node=None, head=False, **_):
+def replace_arguments(session, alias=None, node=None, head=False, yes=False, **_):
     """(the member replaced, its new machine); (the member, None) to finish a replace that was interrupted."""
     if not alias or not node:
         raise BadInput("replace needs ALIAS and NODE: fab replace rental2 PUBLIC:PRIVATE")
+    asks(yes, "replace")
     old = member(session, alias, "alias")
     head_flag(session, [old], head, "replacing")
     if parse_node(node.strip(), old.nid).same_machine(old):
@@ -52,22 +53,28 @@ def remove_arguments(session, nodes=None, yes=False, head=False, **_):
     staying = [n for n in session.nodes if n not in gone]
     if staying[0].head_only:
         raise BadInput(f"bad node list: the new head {staying[0].alias} has no public address")
-    if not (yes or sys.stdin.isatty()):
-        raise BadInput("remove asks before it wipes: give --yes when there is no terminal to ask on")
+    asks(yes, "remove")
     return gone
+
+
+def asks(yes, task):
+    if not (yes or sys.stdin.isatty()):
+        raise BadInput(f"{task} asks before it wipes: give --yes when there is no terminal to ask on")
 
 
 @checks_arguments(replace_arguments)
 @task(help={"alias": "the member whose machine is replaced (rental2, or its address)",
             "node": "the new machine, as -H writes a node: [USER@]PUBLIC[:PORT]:PRIVATE (:PRIVATE: behind the head)",
-            "head": HEAD})
-def replace(c, alias, node, head=False):
+            "yes": "do not ask (needed without a terminal)", "head": HEAD})
+def replace(c, alias, node, yes=False, head=False):
     """Replace the machine behind an alias with a new one; wipe the old one."""
     session = session_of(c)
     try:
-        old, new = replace_arguments(session, alias, node, head)
+        old, new = replace_arguments(session, alias, node, head, yes)
     except BadInput as exc:
         raise exc.exit() from None
+    if new is not None and not yes and not confirmed([old], f"Replace {old.alias} by {new.address} and give back"):
+        raise BadInput("replace: not confirmed; nothing was changed").exit()
     if new is None:  # finishing a replace that was interrupted: the member is the new machine
         change(c, session, "replace", session.nodes, joining=[old], redo=[old.alias])
         return
@@ -99,15 +106,15 @@ def remove(c, nodes, yes=False, head=False):
         gone = remove_arguments(session, nodes, yes, head)
     except BadInput as exc:
         raise exc.exit() from None
-    if gone and not yes and not confirmed(gone):
+    if gone and not yes and not confirmed(gone, "Remove"):
         raise BadInput("remove: not confirmed; nothing was changed").exit()
     change(c, session, "remove", [n for n in session.nodes if n not in gone], leaving=gone)
 
 
-def confirmed(nodes):
+def confirmed(nodes, what):
     names = ", ".join(f"{n.alias} ({n.address})" for n in nodes)
     try:
-        answer = input(f"Remove {names}: wipe multinode's secrets on them and forget them here? [y/N] ")
+        answer = input(f"{what} {names}: wipe multinode's secrets on it and forget it here? [y/N] ")
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")

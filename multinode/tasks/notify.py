@@ -18,7 +18,7 @@ from ..checks import run_checks
 
 def message(session):
     """(ok, title, body) for the state of this run's nodes."""
-    total = len(session.nodes)
+    total = len(session.scoped)
     if not session.failed:
         return True, "Cluster Ready", f"{total} node(s) setup and verified"
     failed = ", ".join(f"{alias} ({task}: {reason})" for alias, (task, reason) in session.failed.items())
