@@ -81,9 +81,16 @@ def joining_nodes(session, value):
 
 
 def head_flag(session, nodes, head, what):
-    """Refuse a change of the head without ``--head``; say what it means with it."""
+    """Refuse a change of the head without ``--head``."""
     if session.head in nodes and not head:
         raise BadInput(f"{what} the head {session.head.alias} restarts Ray on every node: give --head to do it")
+
+
+def moving_head(session, task, members):
+    """Say, before anything is done, what a new head means (nothing when the head stays)."""
+    if members[0] is not session.head:
+        session.report.write(f"{task}: the head moves to {members[0].alias} ({members[0].address}): Ray restarts "
+                             "on every node, and the tmux session starts anew there")
 
 
 def distinct(nodes):
@@ -103,8 +110,6 @@ def change(c, session, task, members, joining=(), leaving=(), redo=()):
     set_up = distinct([members[0], *joining]) if new_head else list(joining)
     staying = [n for n in members if n not in set_up]
     if new_head:
-        session.report.write(f"{task}: the head moves to {members[0].alias} ({members[0].address}): Ray restarts "
-                             "on every node, and the tmux session starts anew there")
         for node in members:  # the workers without a public address are reached through the new head
             node.via = members[0].address if node.head_only else ""
     if set_up and not bring_up(c, session, task, set_up, joining, before, new_head, staying):

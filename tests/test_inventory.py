@@ -245,6 +245,33 @@ def test_the_remembered_cluster_keeps_names_head_only_workers_and_its_jump_host(
             load_cluster(path)
 
 
+def test_the_remembered_cluster_notes_its_failed_nodes_and_the_machines_leaving_it(tmp_path):
+    from multinode.inventory import load_notes
+
+    path = tmp_path / "cluster.json"
+    assert load_notes(path) == ([], [])  # no remembered cluster
+    nodes = parse_hosts("203.0.113.7:10.0.0.7,203.0.113.8:10.0.0.8")
+    old = parse_node("203.0.113.9:2222:10.0.0.9", 1)  # the machine rental1 had before a replace
+    save_state(path, nodes, failed=[1, 1], leaving=[old])
+    data = json.loads(path.read_text())
+    assert data["failed"] == [1] and data["leaving"][0]["port"] == 2222
+    failed, leaving = load_notes(path)
+    assert failed == [1] and leaving == [old]
+    save_state(path, nodes)
+    assert set(json.loads(path.read_text())) == {"nodes"}  # nothing to note: nothing written
+    for change, why in [(lambda d: d.update(failed=["rental1"]), "not a list of node numbers"),
+                        (lambda d: d.update(failed=[True]), "not a list of node numbers"),
+                        (lambda d: d.update(leaving={"nid": 1}), "not a list of nodes"),
+                        (lambda d: d.update(leaving=[{**data["leaving"][0], "public": "-oProxyCommand=x"}]),
+                         "not allowed"),
+                        (lambda d: d.update(leaving=[{**data["leaving"][0], "shell": "x"}]), "must have nid")]:
+        damaged = json.loads(json.dumps(data))
+        change(damaged)
+        path.write_text(json.dumps(damaged))
+        with pytest.raises(BadInput, match=re.escape(why)):
+            load_notes(path)
+
+
 def test_the_laptops_aliases_for_names_head_only_workers_and_a_jump_host():
     from multinode.sshfiles import ssh_config_block
 

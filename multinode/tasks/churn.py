@@ -15,7 +15,7 @@ import sys
 from invoke import Collection, task
 
 from ..inventory import BadInput, parse_node
-from ..membership import change, head_flag, joining_nodes, leaving_as, member, new_machine
+from ..membership import change, head_flag, joining_nodes, leaving_as, member, moving_head, new_machine
 from ..session import checks_arguments, session_of
 
 HEAD = "allow the head (rental0) to be changed: Ray then restarts on every node"
@@ -63,7 +63,7 @@ def asks(yes, task):
 
 
 @checks_arguments(replace_arguments)
-@task(help={"alias": "the member whose machine is replaced (rental2, or its address)",
+@task(auto_shortflags=False, help={"alias": "the member whose machine is replaced (rental2, or its address)",
             "node": "the new machine, as -H writes a node: [USER@]PUBLIC[:PORT]:PRIVATE (:PRIVATE: behind the head)",
             "yes": "do not ask (needed without a terminal)", "head": HEAD})
 def replace(c, alias, node, yes=False, head=False):
@@ -73,13 +73,14 @@ def replace(c, alias, node, yes=False, head=False):
         old, new = replace_arguments(session, alias, node, head, yes)
     except BadInput as exc:
         raise exc.exit() from None
-    if new is not None and not yes and not confirmed([old], f"Replace {old.alias} by {new.address} and give back"):
-        raise BadInput("replace: not confirmed; nothing was changed").exit()
     if new is None:  # finishing a replace that was interrupted: the member is the new machine
         change(c, session, "replace", session.nodes, joining=[old], redo=[old.alias])
         return
     session.report.write(f"replace: {old.alias} {old.address} -> {new.address} (private {new.private})")
     members = [new if n is old else n for n in session.nodes]
+    moving_head(session, "replace", members)
+    if not yes and not confirmed([old], f"Replace {old.alias} by {new.address} and give back"):
+        raise BadInput("replace: not confirmed; nothing was changed").exit()
     change(c, session, "replace", members, joining=[new], leaving=[old], redo=[old.alias])
 
 
@@ -97,7 +98,7 @@ def add(c, nodes):
 
 
 @checks_arguments(remove_arguments)
-@task(help={"nodes": "the members that leave (aliases or addresses, comma-separated)",
+@task(auto_shortflags=False, help={"nodes": "the members that leave (aliases or addresses, comma-separated)",
             "yes": "do not ask (needed without a terminal)", "head": HEAD})
 def remove(c, nodes, yes=False, head=False):
     """Remove nodes from the cluster: wipe them, forget them, keep the rest running."""
@@ -106,9 +107,11 @@ def remove(c, nodes, yes=False, head=False):
         gone = remove_arguments(session, nodes, yes, head)
     except BadInput as exc:
         raise exc.exit() from None
+    members = [n for n in session.nodes if n not in gone]
+    moving_head(session, "remove", members)
     if gone and not yes and not confirmed(gone, "Remove"):
         raise BadInput("remove: not confirmed; nothing was changed").exit()
-    change(c, session, "remove", [n for n in session.nodes if n not in gone], leaving=gone)
+    change(c, session, "remove", members, leaving=gone)
 
 
 def confirmed(nodes, what):
