@@ -53,12 +53,13 @@ def main():
         sb.down()
     median = statistics.median(seconds for seconds, _ in replaces)
     print(f"cluster of {args.nodes} nodes, {args.runs} replace(s) of rental1 by a fresh machine")
-    print(f"  setup of the cluster (fresh machines)    {first:6.1f} s")
-    for run, (seconds, counts) in enumerate(replaces):
-        print(f"  replace #{run + 1}                            {seconds:6.1f} s   logins per machine {counts}")
-    print(f"  replace, median                          {median:6.1f} s   ({median / first:.0%} of the setup)")
-    print(f"  setup again (every node set up already)  {again:6.1f} s   (exit {code})")
-
+    lines = [("setup of the cluster (fresh machines)", f"{first:6.1f} s")]
+    lines += [(f"replace #{run + 1}", f"{seconds:6.1f} s   logins per machine {counts}")
+              for run, (seconds, counts) in enumerate(replaces)]
+    lines += [("replace, median", f"{median:6.1f} s   ({median / first:.0%} of the setup)"),
+              ("setup again (every node set up already)", f"{again:6.1f} s   (exit {code})")]
+    for what, figure in lines:
+        print(f"  {what:<40} {figure}")
 
 if __name__ == "__main__":
     main()

@@ -68,7 +68,7 @@ def new_machine(session, spec, nid, others=()):
 
 
 def joining_nodes(session, value):
-    """``fab add``'s machines, numbered from the first free number on (numbers are never reused by another)."""
+    """``fab add``'s machines, numbered on from the highest number in use (or still leaving): never renumbering."""
     specs = host_specs(str(value))
     if not specs or specs == [""]:
         raise BadInput("bad node list: expected PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")

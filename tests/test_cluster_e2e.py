@@ -113,9 +113,9 @@ def test_ray_nccl_head_ssh_and_tmux(configured, healthy):
     assert rebuilt.returncode == 0 and rows(rebuilt.stdout, "tmux")["rental0"][0] == "changed"
     assert node_sh(sb, 0, panes).stdout != before
     assert node_sh(sb, 0, "tmux list-sessions -F '#S'").stdout.split().count("multinode") == 1
-    # A changed cluster (two nodes get panes) rebuilds it.
+    # A changed cluster (two nodes get panes): the pane of the node left out goes, the others stay.
     two = laptop.fab("tmux", "--nodes", "2")
-    assert rows(two.stdout, "tmux")["rental0"] == ("changed", "head (1), all-nodes (2)")
+    assert rows(two.stdout, "tmux")["rental0"] == ("changed", "head (1), all-nodes (2); removed rental2")
 
     # Private addresses swapped by mistake: each leads to the other machine, whose host key is
     # not the one verified for the node named; the strict proof refuses both, nothing is accepted.

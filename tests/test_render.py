@@ -78,7 +78,7 @@ def test_bad_tools_and_workspace_refused():
 def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
     nodes = parse_hosts("198.18.0.10:198.19.0.10,198.18.0.11:198.19.0.11")
     worker = {"alias": "rental1", "name": "worker1", "private": "198.19.0.11", "user": "user",
-              "keys": ["ssh-ed25519 AAAAC3Nza", "ssh-rsa AAAAB3Nza"]}
+              "keys": ["ssh-ed25519 AAAAC3Nza", "ssh-rsa AAAAB3Nza"], "prove": True}
     script = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="curve25519-sha256", workers=[worker],
                     known_hosts="multinode_known_hosts", ssh_config="multinode_config")
     assert "198.19.0.11 ssh-ed25519 AAAAC3Nza\n198.19.0.11 ssh-rsa AAAAB3Nza\nKEYS\n" in script
@@ -94,6 +94,12 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
     default = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[worker],
                      known_hosts="multinode_known_hosts", ssh_config="multinode_config")
     assert "KexAlgorithms" not in default  # empty: OpenSSH's own default
+    assert "say REACH rental1" in script
+    # A run on some nodes alone (setup --nodes, churn): every alias written, only its own proven.
+    unproven = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[{**worker, "prove": False}],
+                      known_hosts="multinode_known_hosts", ssh_config="multinode_config")
+    assert "Host worker1\n" in unproven and "say REACH" not in unproven
+    assert subprocess.run(["bash", "-n"], input=unproven, text=True).returncode == 0
 
 
 def test_tmux_layout_windows_of_four_head_first():
