@@ -186,8 +186,7 @@ def head_side(c, session, joining, redo, everything=False):
     s = session.settings
     write_ssh_config(s.ssh_config, session.nodes, s.identity, session.jump, s.known_hosts)
     session.scope = None if everything else {n.alias for n in joining}
-    if len(session.nodes) > 1:
-        session.run_task(c, "head-ssh")
+    session.run_task(c, "head-ssh")  # no worker left: their aliases go
     session.scope = None
     redone = sorted({*redo} & {n.alias for n in session.nodes})
     session.run_task(c, "tmux", redo=",".join(redone) or None)

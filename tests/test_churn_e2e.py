@@ -19,6 +19,7 @@ Where each alias is, test by test (alias: machine):
  11 remove rental2     (interrupted once its change was remembered: finished by running it again;
                         machine 4 wiped)
  12 replace rental0    rental0:1  --head: Ray restarts everywhere (machine 0 wiped)
+ 13 remove rental1,rental3  only the head is left (machines 2 and 5 wiped)
 """
 
 import json
@@ -502,3 +503,19 @@ def test_replacing_the_head_restarts_ray_on_the_new_head(churn):
         assert procs(sb, m)["ray"] != c.procs[m]["ray"] and procs(sb, m)["tmux"] == c.procs[m]["tmux"], m
     tags = sorted(t for _, t in panes(sb, head=1).values() if t)
     assert tags == [f"rental0@{private(sb, 1)}", f"rental1@{private(sb, 2)}", f"rental3@{private(sb, 5)}"], tags
+
+
+def test_removing_every_worker_leaves_the_head_alone_and_without_aliases(churn):
+    c, sb = churn, churn.sb
+    assert "Host worker1" in node_sh(sb, 1, "cat ~/.ssh/multinode_config").stdout
+    r = c.fab("remove", "rental1,rental3", "--yes")
+    assert r.returncode == 0, out(r)
+    assert [n["nid"] for n in remembered(c)["nodes"]] == [0]
+    for m in (2, 5):
+        assert_wiped(c, m)
+    gone = node_sh(sb, 1, "ls ~/.ssh/multinode_config ~/.ssh/multinode_known_hosts /etc/ssh/ssh_config.d/multinode-*")
+    assert gone.stdout == "" and gone.returncode != 0, gone.stdout  # no alias of a machine given back
+    wait_ray(sb, [1], head=1)
+    assert cluster_key_from(sb, 1) == [[private(sb, 1)]]
+    tags = sorted(t for _, t in panes(sb, head=1).values() if t)
+    assert tags == [f"rental0@{private(sb, 1)}"], tags

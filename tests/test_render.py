@@ -100,6 +100,11 @@ def test_head_ssh_script_pins_the_verified_keys_and_the_kex():
                       known_hosts="multinode_known_hosts", ssh_config="multinode_config")
     assert "Host worker1\n" in unproven and "say REACH" not in unproven
     assert subprocess.run(["bash", "-n"], input=unproven, text=True).returncode == 0
+    # No worker left (`remove` of the last ones): their aliases, keys and the drop-in go.
+    alone = render("head_ssh.sh.j2", head=nodes[0], timeout=10, kex="", workers=[],
+                   known_hosts="multinode_known_hosts", ssh_config="multinode_config")
+    assert "Host " not in alone and 'rm -f -- "$file"' in alone and 'as_root rm -f -- "$dropin"' in alone
+    assert subprocess.run(["bash", "-n"], input=alone, text=True).returncode == 0
 
 
 def test_tmux_layout_windows_of_four_head_first():

@@ -23,8 +23,11 @@ def head_ssh(c):
     """Give the head worker1.. ssh aliases over the private network and prove each works."""
     session = session_of(c)
     head, workers = session.head, session.nodes[1:]
-    if not workers:
+    if not workers and session.scope is None:
         session.report.write("head-ssh: a single node has no workers")
+        return
+    if not workers:  # a run on some nodes (`remove` of the last workers): none of their aliases stays
+        no_aliases(session, head)
         return
     keys = verified_keys(session.settings.known_hosts, workers)
     for node in workers:
@@ -72,6 +75,21 @@ def head_ssh(c):
                                            f"for {node.address} ({', '.join(fingerprint(k) for k in keys[alias])}): is it the right private address?")
         else:
             session.fail(node, "head-ssh", f"{hop}: {detail}")
+
+
+def no_aliases(session, head):
+    """Take the worker aliases, their host keys and the drop-in off the head: no worker is left."""
+    script = render("head_ssh.sh.j2", head=head, timeout=session.settings.connect_timeout, workers=[], kex="",
+                    known_hosts=HEAD_KNOWN_HOSTS, ssh_config=HEAD_SSH_CONFIG)
+
+    def run(node, cxn):
+        out = cxn.run(command("bash", "-c", script), in_stream=False, hide=True,
+                      timeout=session.options["check_timeout"]).stdout
+        removed = next(iter(protocol.said(out, "WROTE")), "none")
+        return Outcome("ok", "no worker aliases") if removed == "none" else Outcome(
+            "changed", f"no worker left: removed{removed}")
+
+    session.each("head-ssh", run, only=[head])
 
 
 ns = Collection("headssh")
