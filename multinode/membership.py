@@ -15,7 +15,8 @@
    leaving listed in it until they are wiped;
 5. the machines leaving are wiped as ``teardown`` wipes (proof included) and
    their host keys forgotten; one that cannot be reached is forgotten with a
-   warning (exit 1), one not proven clean stays listed.
+   warning (exit 1) and the members get a new cluster key (it kept the old
+   one), one not proven clean stays listed.
 
 Each task is restartable: run again after Ctrl-C or a dropped link, the same
 command finds the change half done (its new member in ``cluster.json``, or the
@@ -120,7 +121,12 @@ def change(c, session, task, members, joining=(), leaving=(), redo=()):
     session.leaving = leaving
     session.remember = True
     session.save()  # the change is known: remembered, the machines leaving listed until they are wiped
-    session.leaving = give_back(session, leaving)
+    still, unwiped = give_back(session, leaving)
+    if unwiped:  # they keep the cluster key (refused from their addresses already): a new one for the members
+        session.report.write(f"{task}: {', '.join(n.alias for n in unwiped)} kept the cluster key: the members get a "
+                             "new one")
+        refresh(session, session.nodes, renew=True)
+    session.leaving = still
     if not set_up and len(session.nodes) > 1 and opts["ray"]["enabled"]:
         check_ray(session, opts, venv_bin(opts, "python"))
 
@@ -151,15 +157,15 @@ def bring_up(c, session, task, nodes, joining, before, new_head, staying):
     return True
 
 
-def refresh(session, nodes, own_script=False):
+def refresh(session, nodes, own_script=False, renew=False):
     """The ``ssh`` and ``hosts`` steps of ``nodes``, rendered for the cluster as it is now, run from
     the stage with the cluster key's files alone. ``own_script``: the node keeps the new script
-    (a new head: Ray's rejoin runs it)."""
+    (a new head: Ray's rejoin runs it); ``renew``: a new cluster key."""
     if not nodes:
         return
     opts = session.options
     state = session.settings.state
-    key = cluster_key(state, session.nodes)
+    key = cluster_key(state, session.nodes, renew=renew)
     files, missing = staged_files(opts, key, session.nodes)
     files = {name: data for name, data in files.items() if name.startswith("cluster_key")}  # nothing else
 
@@ -193,9 +199,10 @@ def head_side(c, session, joining, redo, everything=False):
 
 
 def give_back(session, leaving):
-    """Wipe ``leaving`` and forget their host keys; what is still to wipe (reached, not proven clean)."""
+    """Wipe ``leaving`` and forget their host keys: (what is still to wipe: reached, not proven clean;
+    what could not be reached, forgotten unwiped)."""
     if not leaving:
-        return []
+        return [], []
     wipe = Wipe(session)
     session.each("wipe", wipe, only=leaving)
     wipe.warn_left(leaving)
@@ -209,4 +216,4 @@ def give_back(session, leaving):
     for node in still:
         session.report.write(f"{node.alias}: not proven clean, still listed as leaving the cluster: run the same "
                              "command again (or teardown) to wipe it")
-    return still
+    return still, [n for n in leaving if n.alias not in wipe.reached]

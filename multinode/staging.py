@@ -116,17 +116,18 @@ def cluster_signature(nodes):
     return f"{head.public} {head.port} {head.private}\n"
 
 
-def cluster_key(state_path, nodes, create=True):
+def cluster_key(state_path, nodes, create=True, renew=False):
     """The cluster's own key pair (never the laptop's key), fresh for each cluster.
 
     Kept beside the remembered cluster with the machine it is for (`cluster_signature`);
     another (a new cluster) makes a new pair and forgets the old one,
     whose line leaves each node's authorized_keys when it joins the new
     cluster. Without ``create``: None where a new pair would be made.
+    ``renew``: a new pair all the same (a machine that left kept the old one).
     """
     path = Path(state_path).with_name("cluster_key")
     owner = path.with_name("cluster_key.cluster")
-    if path.exists() and Path(f"{path}.pub").exists() and read_text(owner) == cluster_signature(nodes):
+    if not renew and path.exists() and Path(f"{path}.pub").exists() and read_text(owner) == cluster_signature(nodes):
         return path
     if not create:
         return None

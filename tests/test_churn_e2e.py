@@ -414,6 +414,7 @@ def test_a_dead_machine_is_replaced_and_shut_out(churn):
     hop = ("ssh -i ~/.ssh/multinode_cluster -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
            f"-o BatchMode=yes -o ConnectTimeout=10 {sb.nodes[0]['user']}@{private(sb, 0)} hostname")
     assert node_sh(sb, 3, hop).stdout == "node0\n"
+    old_pub = (c.laptop.home / ".config/multinode/cluster_key.pub").read_text().split()[1]
     # It dies: its Ray and its sshd are gone, the laptop cannot reach it at all.
     node_sh(sb, 3, f"{VENV}/ray stop --force")
     sb.stop_sshd(3)
@@ -428,10 +429,19 @@ def test_a_dead_machine_is_replaced_and_shut_out(churn):
     assert_cluster(c, {0: 0, 1: 1, 2: 4, 3: 5})
     assert_untouched(c, (0, 1, 4))
     assert_new_pane(c, "rental3", 5)
-    # Back, it still holds the cluster key, which no member accepts from its address any more.
+    # Back, it still holds the old cluster key, which no member accepts from its address any more; and
+    # the members have a new one.
     shut = node_sh(sb, 3, hop)
     assert shut.returncode != 0 and shut.stdout == "", shut.stdout
     assert node_sh(sb, 3, "test -s ~/.ssh/multinode_cluster").returncode == 0  # refused for its address
+    assert "rental3-old kept the cluster key: the members get a new one" in r.stdout
+    pub = (c.laptop.home / ".config/multinode/cluster_key.pub").read_text().split()[1]
+    assert pub != old_pub and node_sh(sb, 3, "cat ~/.ssh/multinode_cluster.pub").stdout.split()[1] == old_pub
+    for m in (0, 1, 4, 5):
+        assert node_sh(sb, m, "cat ~/.ssh/multinode_cluster.pub").stdout.split()[1] == pub, m
+        assert old_pub not in node_sh(sb, m, "cat ~/.ssh/authorized_keys").stdout, m
+    key = (c.laptop.home / ".config/multinode/cluster_key").read_text().splitlines()
+    c.key_lines += [line for line in key[2:] if "-----" not in line]  # both keys: no machine given back holds either
     c.record(5)
     c.panes = panes(sb)
 
