@@ -74,6 +74,8 @@ if chroot "$root" python3 -m pip --version >/dev/null 2>&1; then
     exit 1
 fi
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# What an installed Debian has and debootstrap leaves out: /etc/hosts (the installer writes it).
+[ -e "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 for conf in /etc/apt/apt.conf.d/*; do  # how apt here takes its mirror (a snapshot: expired Release files)
     if grep -q '^Acquire::' "$conf"; then cp "$conf" "$root/etc/apt/apt.conf.d/"; fi
 done
@@ -87,6 +89,7 @@ git clone -q "$repo" "$root/srv/multinode"
 boot='set -e
 mount --bind "$1" "$1"; cd "$1"
 mount -t proc proc proc; mount -t sysfs sysfs sys; mount --rbind /dev dev; mount -t tmpfs -o mode=755 run run
+mount -t cgroup2 cgroup2 sys/fs/cgroup
 pivot_root . .; umount -l .
 shift; exec /usr/bin/env -i "$@"'
 # Run in there: ./demo (and ./test), timed; the sandboxes down on the way out.

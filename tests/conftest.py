@@ -7,6 +7,7 @@ without it: CI runs as root.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ from pathlib import Path
 import pytest
 
 from multinode.sandbox import Sandbox
+
+# A run started in the background of a script (`./test &`, no job control) starts with SIGINT
+# ignored, and every fab it starts would ignore it too (an ignored signal stays ignored across
+# exec): the tests that press Ctrl-C need it delivered as on a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 FAB = str(Path(sys.executable).parent / "fab")

@@ -78,6 +78,8 @@ def remove_cgroups(name):
 
 def cpu_seconds(group):
     """CPU time the processes of ``group`` have used so far (None without cgroups)."""
+    if group is None:
+        return None
     try:
         if (group / "cpuacct.usage").exists():
             return int((group / "cpuacct.usage").read_text()) / 1e9
