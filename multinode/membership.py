@@ -142,7 +142,8 @@ def bring_up(c, session, task, nodes, joining, before, new_head, staying):
         refresh(session, staying, own_script=True)
     session.run_task(c, "bootstrap", tail=0)  # a failed node's errors are shown all the same
     came = [n for n in joining if n.alias not in session.failed]
-    if (new_head and session.head.alias in session.failed) or not came or (task == "replace" and came != joining):
+    if (new_head and session.head.alias in session.failed) or (joining and not came) or (
+            task == "replace" and came != joining):
         if new_head:
             session.report.write(f"{task}: the new head could not be set up; run the same command again once it "
                                  "is fixed (the nodes that stay may have its address already)")

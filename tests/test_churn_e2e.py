@@ -19,7 +19,8 @@ Where each alias is, test by test (alias: machine):
  11 remove rental2     (interrupted once its change was remembered: finished by running it again;
                         machine 4 wiped)
  12 replace rental0    rental0:1  --head: Ray restarts everywhere (machine 0 wiped)
- 13 remove rental1,rental3  only the head is left (machines 2 and 5 wiped)
+ 13 remove rental0     --head: rental1 (machine 2) is the head (machine 1 wiped)
+ 14 remove rental3     only the head is left (machine 5 wiped)
 """
 
 import json
@@ -172,10 +173,11 @@ def assert_cluster(c, layout):
     nodes = remembered(c)["nodes"]
     assert {n["nid"]: (n["public"], n["private"]) for n in nodes} == {
         nid: (sb.nodes[m]["public"], private(sb, m)) for nid, m in layout.items()}
-    wait_ray(sb, layout.values(), head=layout[0])
+    head = layout[next(iter(layout))]  # the first node is the head
+    wait_ray(sb, layout.values(), head=head)
     # The head's aliases reach the right machines, strict host keys (its multinode_known_hosts).
-    workers = sorted(nid for nid in layout if nid != 0)
-    hops = node_sh(sb, layout[0], "for w in " + " ".join(f"worker{nid}" for nid in workers) + "; do "
+    workers = sorted(nid for nid in layout if layout[nid] != head)
+    hops = node_sh(sb, head, "for w in " + " ".join(f"worker{nid}" for nid in workers) + "; do "
                    "ssh -F ~/.ssh/multinode_config -o ConnectTimeout=10 $w hostname 2>&1 | tail -1; done")
     assert hops.stdout.splitlines() == [f"node{layout[nid]}" for nid in workers], hops.stdout + hops.stderr
     # And the laptop's: `ssh rentalN` as the user types it.
@@ -515,17 +517,29 @@ def test_replacing_the_head_restarts_ray_on_the_new_head(churn):
     assert tags == [f"rental0@{private(sb, 1)}", f"rental1@{private(sb, 2)}", f"rental3@{private(sb, 5)}"], tags
 
 
+def test_removing_the_head_makes_the_next_member_the_head(churn):
+    c, sb = churn, churn.sb
+    refused(c, "remove", "rental0", "--yes")  # without --head
+    r = c.fab("remove", "rental0", "--yes", "--head")
+    assert r.returncode == 0, out(r)
+    assert "the head moves to rental1" in r.stdout
+    assert_cluster(c, {1: 2, 3: 5})  # no alias renumbered: rental1 is the head now
+    assert_wiped(c, 1)
+    assert procs(sb, 5)["tmux"] == c.procs[5]["tmux"]
+    tags = sorted(t for _, t in panes(sb, head=2).values() if t)
+    assert tags == [f"rental1@{private(sb, 2)}", f"rental3@{private(sb, 5)}"], tags
+
+
 def test_removing_every_worker_leaves_the_head_alone_and_without_aliases(churn):
     c, sb = churn, churn.sb
-    assert "Host worker1" in node_sh(sb, 1, "cat ~/.ssh/multinode_config").stdout
-    r = c.fab("remove", "rental1,rental3", "--yes")
+    assert "Host worker3" in node_sh(sb, 2, "cat ~/.ssh/multinode_config").stdout
+    r = c.fab("remove", "rental3", "--yes")
     assert r.returncode == 0, out(r)
-    assert [n["nid"] for n in remembered(c)["nodes"]] == [0]
-    for m in (2, 5):
-        assert_wiped(c, m)
-    gone = node_sh(sb, 1, "ls ~/.ssh/multinode_config ~/.ssh/multinode_known_hosts /etc/ssh/ssh_config.d/multinode-*")
+    assert [n["nid"] for n in remembered(c)["nodes"]] == [1]
+    assert_wiped(c, 5)
+    gone = node_sh(sb, 2, "ls ~/.ssh/multinode_config ~/.ssh/multinode_known_hosts /etc/ssh/ssh_config.d/multinode-*")
     assert gone.stdout == "" and gone.returncode != 0, gone.stdout  # no alias of a machine given back
-    wait_ray(sb, [1], head=1)
-    assert cluster_key_from(sb, 1) == [[private(sb, 1)]]
-    tags = sorted(t for _, t in panes(sb, head=1).values() if t)
-    assert tags == [f"rental0@{private(sb, 1)}"], tags
+    wait_ray(sb, [2], head=2)
+    assert cluster_key_from(sb, 2) == [[private(sb, 2)]]
+    tags = sorted(t for _, t in panes(sb, head=2).values() if t)
+    assert tags == [f"rental1@{private(sb, 2)}"], tags
