@@ -399,6 +399,7 @@ def test_bad_churn_is_refused_before_anything_connects(churn):
     refused(c, "replace", "rental9", spec(sb, 2), "--yes")  # not a member
     refused(c, "replace", "rental2", spec(sb, 1), "--yes")  # the new machine is a member already
     refused(c, "replace", "rental0", spec(sb, 2), "--yes")  # the head, without --head
+    refused(c, "replace", "rental0", f":{private(sb, 2)}", "--yes", "--head")  # a head without a public address
     refused(c, "replace", "rental2", "1.2.3:x", "--yes")  # malformed
     refused(c, "add", spec(sb, 1))  # a member already
     refused(c, "add", "1.2.3:x")  # malformed

@@ -32,7 +32,10 @@ def replace_arguments(session, alias=None, node=None, head=False, yes=False, **_
         if not any(n.nid == old.nid for n in session.leaving):
             raise BadInput(f"bad node {node.strip()!r}: that is {old.alias}'s machine already; give the new one")
         return old, None  # its old machine is still listed as leaving: finish the replace
-    return old, new_machine(session, node, old.nid)
+    new = new_machine(session, node, old.nid)
+    if old is session.head and new.head_only:
+        raise BadInput(f"bad node {node.strip()!r}: the head needs a public address; :PRIVATE is a worker the head reaches")
+    return old, new
 
 
 def add_arguments(session, nodes=None, **_):
