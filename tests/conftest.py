@@ -129,8 +129,9 @@ def healthy(sandbox):
             sandbox.start_sshd(nid)
 
 
-@pytest.fixture
-def configured(laptop, sandbox):
+def as_a_user(laptop, sandbox, **more):
+    """Configure ``laptop`` as a user does for ``sandbox``: the forge's repos, a git identity,
+    secrets (in the environment and a file), logs in its home; ``more`` settings besides."""
     wandb = laptop.home / "wandb.key"
     wandb.write_text(WANDB + "\n")
     laptop.env.update(SECRETS)
@@ -139,7 +140,13 @@ def configured(laptop, sandbox):
         "git": {"name": "Ada Lovelace", "email": "ada@example.invalid"},
         "secrets": {"files": {"WANDB_API_KEY": str(wandb)}},
         "log_dir": str(laptop.home / "logs"),
-        "tools": [{"name": "hello", "check": "test -x ~/.local/bin/hello",
-                   "install": "printf '#!/bin/sh\\necho hi\\n' > ~/.local/bin/hello && chmod +x ~/.local/bin/hello"}],
+        **more,
     })
     return laptop
+
+
+@pytest.fixture
+def configured(laptop, sandbox):
+    return as_a_user(laptop, sandbox, tools=[
+        {"name": "hello", "check": "test -x ~/.local/bin/hello",
+         "install": "printf '#!/bin/sh\\necho hi\\n' > ~/.local/bin/hello && chmod +x ~/.local/bin/hello"}])

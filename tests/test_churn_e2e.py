@@ -37,7 +37,7 @@ import pytest
 from multinode.raycluster import RAY_MEMBERS
 from multinode.sandbox import Sandbox
 from multinode.sshfiles import keys_of, known_host_entries
-from tests.conftest import FAB, ROOT, SECRETS, WANDB, Laptop, node_sh
+from tests.conftest import FAB, ROOT, SECRETS, WANDB, Laptop, as_a_user, node_sh
 from tests.test_hostkeys_users_e2e import rows
 
 # Machine 3 is a root-only container (as RunPod and Vast.ai rent); the others log in as these users.
@@ -74,16 +74,7 @@ def churn(laptop_key, tmp_path_factory):
     sb = Sandbox(os.environ.get("MULTINODE_TEST_SANDBOX", "mntest")[:7] + "c")
     try:
         sb.up(USERS, Path(f"{laptop_key}.pub").read_text(), containers=(3,))
-        laptop = Laptop(sb, tmp_path_factory.mktemp("churn") / "home", laptop_key)
-        wandb = laptop.home / "wandb.key"
-        wandb.write_text(WANDB + "\n")
-        laptop.env.update(SECRETS)
-        laptop.configure(**{
-            **sb.forge.config(),
-            "git": {"name": "Ada Lovelace", "email": "ada@example.invalid"},
-            "secrets": {"files": {"WANDB_API_KEY": str(wandb)}},
-            "log_dir": str(laptop.home / "logs"),
-        })
+        laptop = as_a_user(Laptop(sb, tmp_path_factory.mktemp("churn") / "home", laptop_key), sb)
         yield Churn(sb, laptop)
     finally:
         sb.down()
