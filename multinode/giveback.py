@@ -14,8 +14,11 @@ search could not read. ``teardown`` gives back the whole cluster; ``remove``
 and ``replace`` the machines leaving it.
 """
 
+import sys
+
 from . import ledger, protocol
 from .connections import NodeError, bounded_sftp
+from .inventory import BadInput
 from .localfiles import locked, read_text, write_atomic
 from .paths import TEARDOWN_PLACE as PLACE
 from .paths import repo_name
@@ -23,6 +26,21 @@ from .render import command, render
 from .session import Outcome
 from .sshfiles import forget_hosts
 from .staging import cluster_key, git_tokens, private_dir, secret_values
+
+
+def asks(task, yes):
+    """A task that wipes asks first: without a terminal to ask on, ``--yes`` is needed (`BadInput`)."""
+    if not (yes or sys.stdin.isatty()):
+        raise BadInput(f"{task} asks before it wipes: give --yes when there is no terminal to ask on")
+
+
+def confirmed(question):
+    """The user's yes to ``question`` (…? [y/N]) on the terminal; no answer is no."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def node_script(node, opts, workspace):

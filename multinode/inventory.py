@@ -206,13 +206,15 @@ def node_from_state(data, index):
     return again
 
 
-def load_cluster(path):
+def load_cluster(path, notes=False):
     """The remembered nodes and jump host ((None, None) when there is no remembered cluster),
-    every field checked as ``-H`` and ``--jump`` check theirs."""
+    every field checked as ``-H`` and ``--jump`` check theirs. ``notes``: also what it notes
+    besides (see `membership`), checked as the nodes are: the nids of the nodes that failed in
+    the last run, and the machines leaving it, not yet wiped (each [] when none)."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        return None, None
+        return (None, None, [], []) if notes else (None, None)
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc}") from None
     try:
@@ -231,32 +233,19 @@ def load_cluster(path):
         jump = parse_jump(jump)
         if jump is not None and jump.spec != data["jump"]:
             raise ValueError(f"jump {data['jump']!r} is not in canonical form")
+        if not notes:
+            return nodes, jump
+        failed, leaving = data.get("failed", []), data.get("leaving", [])
+        if not isinstance(failed, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in failed):
+            raise ValueError(f"failed {failed!r} is not a list of node numbers")
+        if not isinstance(leaving, list):
+            raise ValueError(f"leaving {leaving!r} is not a list of nodes")
+        return nodes, jump, failed, [node_from_state(node, i) for i, node in enumerate(leaving)]
     except BadInput as exc:
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc} (pass -H to give the cluster again)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {reason} (pass -H to give the cluster again)") from None
-    return nodes, jump
-
-
-def load_notes(path):
-    """What the remembered cluster notes besides its nodes (see `membership`): the nids of the
-    nodes that failed in the last run, and the machines leaving it, not yet wiped. Checked as
-    the nodes are: ([], []) without a remembered cluster."""
-    if load_cluster(path)[0] is None:
-        return [], []
-    data = json.loads(Path(path).read_text())
-    failed, leaving = data.get("failed", []), data.get("leaving", [])
-    try:
-        if not isinstance(failed, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in failed):
-            raise ValueError(f"failed {failed!r} is not a list of node numbers")
-        if not isinstance(leaving, list):
-            raise ValueError(f"leaving {leaving!r} is not a list of nodes")
-        leaving = [node_from_state(node, i) for i, node in enumerate(leaving)]
-    except (BadInput, KeyError, TypeError, ValueError) as exc:
-        raise BadInput(f"cannot read the remembered cluster {str(path)!r}: {exc} (pass -H to give the cluster "
-                       "again)") from None
-    return failed, leaving
 
 
 def load_state(path):

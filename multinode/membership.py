@@ -30,7 +30,7 @@ import io
 from . import ledger
 from .connections import NodeError
 from .giveback import Wipe, forget_machines
-from .inventory import BadInput, check_cluster, parse_node
+from .inventory import BadInput, parse_node
 from .nodescript import node_script, parse_steps, send_and_run
 from .pasted import host_specs
 from .paths import venv_bin
@@ -76,8 +76,7 @@ def joining_nodes(session, value):
     first = max(n.nid for n in session.nodes + session.leaving) + 1
     nodes = []
     for i, spec in enumerate(specs):
-        nodes.append(new_machine(session, spec, first + i, nodes))
-    check_cluster(session.nodes + nodes, lambda node: f"bad node {node.spec!r}")
+        nodes.append(new_machine(session, spec, first + i, nodes))  # at no member's nor an earlier one's address
     return nodes
 
 

@@ -18,7 +18,7 @@ from invoke.exceptions import Exit
 
 from .config import options, settings
 from .connections import AuthFailed, NodeError, WaitingRemote, describe, isolated, login, tcp_connect
-from .inventory import BadInput, adopt_known_users, load_cluster, load_notes, parse_hosts, parse_jump, save_state
+from .inventory import BadInput, adopt_known_users, load_cluster, parse_hosts, parse_jump, save_state
 from .arguments import checks_arguments, named_nodes, number_arg  # noqa: F401  the tasks import them from here
 from .pins import Pins, as_key
 from .reach import hop_of, resolve_names, show, through
@@ -87,15 +87,14 @@ class Session:
             self.options = options(config)  # the node tasks' config, checked before any connection
             if not self.settings.identity.is_file():
                 raise BadInput(f"identity file {str(self.settings.identity)!r} not found (set multinode.identity or -i)")
-            remembered, remembered_jump = load_cluster(self.settings.state)
+            remembered, remembered_jump, failed, leaving = load_cluster(self.settings.state, notes=True)
             # A task that needs nodes stops here without them (session_of); one that does not
             # (hostkeys --forget) goes on.
             self.no_cluster = BadInput("no cluster given and none remembered: pass -H PUBLIC:PRIVATE[,PUBLIC:PRIVATE...]")
             nodes = adopt_known_users(self.given, remembered) if self.given else remembered or []
             self.remembered = remembered or []
             if remembered and (not self.given or [n.address for n in self.given] == [n.address for n in remembered]):
-                failed, self.leaving = load_notes(self.settings.state)
-                self.failed_before = set(failed)
+                self.failed_before, self.leaving = set(failed), leaving  # notes of this cluster, not another's
             self.pins = Pins.load(self.settings.state, self.settings.known_hosts)
             self.jump = self.jump_host(remembered_jump, remembered)
         except BadInput as exc:

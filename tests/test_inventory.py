@@ -246,10 +246,13 @@ def test_the_remembered_cluster_keeps_names_head_only_workers_and_its_jump_host(
 
 
 def test_the_remembered_cluster_notes_its_failed_nodes_and_the_machines_leaving_it(tmp_path):
-    from multinode.inventory import load_notes
+    from multinode.inventory import load_cluster
+
+    def load_notes(path):
+        return load_cluster(path, notes=True)[2:]
 
     path = tmp_path / "cluster.json"
-    assert load_notes(path) == ([], [])  # no remembered cluster
+    assert load_cluster(path, notes=True) == (None, None, [], [])  # no remembered cluster
     nodes = parse_hosts("203.0.113.7:10.0.0.7,203.0.113.8:10.0.0.8")
     old = parse_node("203.0.113.9:2222:10.0.0.9", 1)  # the machine rental1 had before a replace
     save_state(path, nodes, failed=[1, 1], leaving=[old])

@@ -10,11 +10,10 @@ never renumbered. `membership` does the work; every argument is checked first
 what it started.
 """
 
-import sys
-
 from invoke import Collection, task
 
 from ..inventory import BadInput, parse_node
+from ..giveback import asks, confirmed
 from ..membership import change, head_flag, joining_nodes, leaving_as, member, moving_head, new_machine
 from ..session import checks_arguments, session_of
 
@@ -25,7 +24,7 @@ def replace_arguments(session, alias=None, node=None, head=False, yes=False, **_
     """(the member replaced, its new machine); (the member, None) to finish a replace that was interrupted."""
     if not alias or not node:
         raise BadInput("replace needs ALIAS and NODE: fab replace rental2 PUBLIC:PRIVATE")
-    asks(yes, "replace")
+    asks("replace", yes)
     old = member(session, alias, "alias")
     head_flag(session, [old], head, "replacing")
     if parse_node(node.strip(), old.nid).same_machine(old):
@@ -56,13 +55,8 @@ def remove_arguments(session, nodes=None, yes=False, head=False, **_):
     staying = [n for n in session.nodes if n not in gone]
     if staying[0].head_only:
         raise BadInput(f"bad node list: the new head {staying[0].alias} has no public address")
-    asks(yes, "remove")
+    asks("remove", yes)
     return gone
-
-
-def asks(yes, task):
-    if not (yes or sys.stdin.isatty()):
-        raise BadInput(f"{task} asks before it wipes: give --yes when there is no terminal to ask on")
 
 
 @checks_arguments(replace_arguments)
@@ -82,7 +76,7 @@ def replace(c, alias, node, yes=False, head=False):
     session.report.write(f"replace: {old.alias} {old.address} -> {new.address} (private {new.private})")
     members = [new if n is old else n for n in session.nodes]
     moving_head(session, "replace", members)
-    if not yes and not confirmed([old], f"Replace {old.alias} by {new.address} and give back"):
+    if not yes and not confirmed(f"Replace {old.alias} by {new.address} and give back {given([old])}?"):
         raise BadInput("replace: not confirmed; nothing was changed").exit()
     change(c, session, "replace", members, joining=[new], leaving=[old], redo=[old.alias])
 
@@ -112,18 +106,15 @@ def remove(c, nodes, yes=False, head=False):
         raise exc.exit() from None
     members = [n for n in session.nodes if n not in gone]
     moving_head(session, "remove", members)
-    if gone and not yes and not confirmed(gone, "Remove"):
+    if gone and not yes and not confirmed(f"Remove {given(gone)}?"):
         raise BadInput("remove: not confirmed; nothing was changed").exit()
     change(c, session, "remove", members, leaving=gone)
 
 
-def confirmed(nodes, what):
-    names = ", ".join(f"{n.alias} ({n.address})" for n in nodes)
-    try:
-        answer = input(f"{what} {names}: wipe multinode's secrets on it and forget it here? [y/N] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
+def given(nodes):
+    """``nodes`` as the question names them, and what giving them back does."""
+    names, them = ", ".join(f"{n.alias} ({n.address})" for n in nodes), "it" if len(nodes) == 1 else "them"
+    return f"{names}: wipe multinode's secrets on {them} and forget {them} here"
 
 
 ns = Collection("churn")

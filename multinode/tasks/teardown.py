@@ -20,12 +20,11 @@ warning that its secrets are still there; a node not proven clean keeps its
 ledger entry.
 """
 
-import sys
 from pathlib import Path
 
 from invoke import task
 
-from ..giveback import Wipe, forget_machines, node_script, removes
+from ..giveback import Wipe, asks, confirmed, forget_machines, node_script, removes
 from ..inventory import BadInput
 from ..localfiles import drop_block, locked, read_text, write_atomic
 from ..session import checks_arguments, session_of
@@ -33,17 +32,7 @@ from ..sshfiles import BLOCK
 
 
 def teardown_arguments(session, yes=False, dry_run=False, **_):
-    if not (yes or dry_run or sys.stdin.isatty()):
-        raise BadInput("teardown asks before it wipes: give --yes when there is no terminal to ask on")
-
-
-def confirmed(nodes):
-    names = ", ".join(n.alias for n in nodes)
-    try:
-        answer = input(f"Tear down {names}: wipe multinode's secrets on them and forget them here? [y/N] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
+    asks("teardown", yes or dry_run)
 
 
 def forget_locally(session, dry_run):
@@ -87,7 +76,8 @@ def teardown(c, yes=False, dry_run=False, workspace=False):
         for what in forget_locally(session, dry_run=True):
             session.report.write(f"teardown: would forget {what}")
         return
-    if not yes and not confirmed(nodes):
+    if not yes and not confirmed(f"Tear down {', '.join(n.alias for n in nodes)}: wipe multinode's secrets on them "
+                                 "and forget them here?"):
         raise BadInput("teardown: not confirmed; nothing was changed").exit()
     session.remember = False  # the cluster is forgotten below, not remembered again
     wipe = Wipe(session, workspace)
